@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The interface a store backend implements (internal to lib/store).
+ *
+ * store.c owns URI parsing, name validation and the public entry points;
+ * a backend only does the storage work.  Names reaching a backend are
+ * already valid image names.  To add a scheme (oci://, s3://), write a
+ * kyb_store_ops and an open function and list them in store.c's table.
+ */
+#ifndef KYB_STORE_BACKEND_H
+#define KYB_STORE_BACKEND_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "store/store.h"
+
+typedef struct kyb_store_ops {
+  int (*stage)(kyb_store *s, kyb_staging *st, kyb_error **err);
+  int (*put)(kyb_store *s, kyb_staging *st, kyb_error **err);
+  void (*discard)(kyb_store *s, kyb_staging *st);
+  int (*get_path)(kyb_store *s, const char *name, char **path, kyb_error **err);
+  int (*stat)(kyb_store *s, const char *name, kyb_image_summary *out, kyb_error **err);
+  int (*list)(kyb_store *s, kyb_image_summary **out, size_t *n, kyb_error **err);
+  int (*remove)(kyb_store *s, const char *name, kyb_error **err);
+  int (*cleanup)(kyb_store *s, uint64_t min_age_s, size_t *removed, kyb_error **err);
+  void (*close)(kyb_store *s);
+} kyb_store_ops;
+
+struct kyb_store {
+  const kyb_store_ops *ops;
+  char *uri;
+  void *priv;
+};
+
+struct kyb_staging {
+  kyb_store *store;
+  char *name;
+  char *path;  /* set by the backend's stage */
+  int lock_fd; /* held while the staging directory is in use; -1 when none */
+  bool published;
+};
+
+/* Opens a file:// store at an absolute directory path. */
+int kyb_store_file_open(kyb_store *s, const char *path, int flags, kyb_error **err);
+
+/* Fills a summary from a validated manifest. */
+int kyb_image_summary_from_manifest(const char *name, const json_t *manifest,
+                                    uint64_t manifest_size, kyb_image_summary *out);
+
+#endif

@@ -1,0 +1,279 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Store front end: URI and reference parsing, the scheme table, and the
+ * public calls, which validate names before any backend sees them.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "image/image.h"
+#include "store/backend.h"
+#include "util/cleanup.h"
+
+#define URI_MAX 4096u
+
+typedef int (*backend_open)(kyb_store *s, const char *rest, int flags, kyb_error **err);
+
+static int open_file(kyb_store *s, const char *rest, int flags, kyb_error **err);
+
+static const struct {
+  const char *scheme;
+  backend_open open;
+} backends[] = {
+    {"file", open_file},
+};
+
+void kyb_image_summary_release(kyb_image_summary *s) {
+  if (s == NULL)
+    return;
+  free(s->name);
+  free(s->created);
+  free(s->container_id);
+  free(s->container_name);
+  free(s->pod_namespace);
+  free(s->pod_name);
+  free(s->error);
+  memset(s, 0, sizeof(*s));
+}
+
+void kyb_image_summaries_free(kyb_image_summary *v, size_t n) {
+  for (size_t i = 0; v != NULL && i < n; i++)
+    kyb_image_summary_release(&v[i]);
+  free(v);
+}
+
+static char *dup_or_empty(const json_t *v) {
+  const char *s = json_string_value(v);
+  return strdup(s ? s : "");
+}
+
+int kyb_image_summary_from_manifest(const char *name, const json_t *manifest,
+                                    uint64_t manifest_size, kyb_image_summary *out) {
+  memset(out, 0, sizeof(*out));
+  const json_t *src = json_object_get(manifest, "source");
+  const json_t *pod = json_object_get(src, "pod");
+  uint64_t size = manifest_size;
+  size_t i;
+  const json_t *f;
+  json_array_foreach(json_object_get(manifest, "files"), i, f) {
+    size += (uint64_t)json_integer_value(json_object_get(f, "size"));
+  }
+  out->size = size;
+  out->name = strdup(name);
+  out->created = dup_or_empty(json_object_get(manifest, "created"));
+  out->container_id = dup_or_empty(json_object_get(src, "containerId"));
+  out->container_name = dup_or_empty(json_object_get(pod, "container"));
+  out->pod_namespace = dup_or_empty(json_object_get(pod, "namespace"));
+  out->pod_name = dup_or_empty(json_object_get(pod, "name"));
+  if (!out->name || !out->created || !out->container_id || !out->container_name ||
+      !out->pod_namespace || !out->pod_name) {
+    kyb_image_summary_release(out);
+    return -1;
+  }
+  return 0;
+}
+
+/* "scheme" of "scheme://rest" into buf; *rest after the "://".  false when
+ * uri has no scheme. */
+static bool split_scheme(const char *uri, char buf[32], const char **rest) {
+  const char *sep = strstr(uri, "://");
+  if (sep == NULL || sep == uri || (size_t)(sep - uri) >= 32)
+    return false;
+  for (const char *p = uri; p < sep; p++)
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+          (p > uri && ((*p >= '0' && *p <= '9') || *p == '+' || *p == '.' || *p == '-'))))
+      return false;
+  memcpy(buf, uri, (size_t)(sep - uri));
+  buf[sep - uri] = '\0';
+  *rest = sep + 3;
+  return true;
+}
+
+/* The directory of a file:// URI's rest ("/path" or "localhost/path"), or
+ * NULL with err set. */
+static const char *file_uri_path(const char *rest, kyb_error **err) {
+  if (strncmp(rest, "localhost/", 10) == 0)
+    rest += 9;
+  if (rest[0] != '/') {
+    kyb_error_set(err, EINVAL,
+                  "file URI \"file://%s\": only local absolute paths are supported (file:///path)",
+                  rest);
+    return NULL;
+  }
+  return rest;
+}
+
+static int open_file(kyb_store *s, const char *rest, int flags, kyb_error **err) {
+  const char *path = file_uri_path(rest, err);
+  if (path == NULL)
+    return -1;
+  cleanup_free char *dir = strdup(path);
+  if (dir == NULL)
+    return kyb_error_set(err, ENOMEM, "open store");
+  for (size_t l = strlen(dir); l > 1 && dir[l - 1] == '/'; l--)
+    dir[l - 1] = '\0';
+  if (asprintf(&s->uri, "file://%s", dir) < 0) {
+    s->uri = NULL;
+    return kyb_error_set(err, ENOMEM, "open store");
+  }
+  return kyb_store_file_open(s, dir, flags, err);
+}
+
+int kyb_store_open(const char *uri, int flags, kyb_store **out, kyb_error **err) {
+  if (uri == NULL)
+    uri = KYB_STORE_DEFAULT_URI;
+  if (strlen(uri) > URI_MAX)
+    return kyb_error_set(err, EINVAL, "store URI longer than %u bytes", URI_MAX);
+  char scheme[32];
+  const char *rest = NULL;
+  backend_open open = NULL;
+  if (uri[0] == '/') { /* a plain absolute path is a local directory */
+    strcpy(scheme, "file");
+    rest = uri;
+  } else if (!split_scheme(uri, scheme, &rest)) {
+    return kyb_error_set(err, EINVAL, "\"%s\" is not a store URI (expected e.g. %s)", uri,
+                         KYB_STORE_DEFAULT_URI);
+  }
+  for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++)
+    if (strcmp(backends[i].scheme, scheme) == 0)
+      open = backends[i].open;
+  if (open == NULL)
+    return kyb_error_set(err, ENOTSUP, "store scheme \"%s\" is not supported yet (only file://)",
+                         scheme);
+  kyb_store *s = calloc(1, sizeof(*s));
+  if (s == NULL)
+    return kyb_error_set(err, ENOMEM, "open store %s", uri);
+  if (open(s, rest, flags, err) < 0) {
+    free(s->uri);
+    free(s);
+    return -1;
+  }
+  *out = s;
+  return 0;
+}
+
+void kyb_store_close(kyb_store *s) {
+  if (s == NULL)
+    return;
+  if (s->ops != NULL)
+    s->ops->close(s);
+  free(s->uri);
+  free(s);
+}
+
+const char *kyb_store_uri(const kyb_store *s) {
+  return s->uri;
+}
+
+int kyb_image_ref_parse(const char *ref, const char *default_uri, char **store_uri, char **name,
+                        kyb_error **err) {
+  char scheme[32];
+  const char *rest = NULL;
+  cleanup_free char *uri = NULL;
+  const char *nm = ref; /* the name part, inside ref */
+  if (ref == NULL || strlen(ref) > URI_MAX)
+    return kyb_error_set(err, EINVAL, "image reference missing or too long");
+  if (!split_scheme(ref, scheme, &rest)) {
+    if (kyb_image_name_check(ref, err) < 0)
+      return kyb_error_wrap(err, "image reference \"%s\"", ref);
+    uri = strdup(default_uri ? default_uri : KYB_STORE_DEFAULT_URI);
+  } else if (strcmp(scheme, "file") == 0) {
+    const char *path = file_uri_path(rest, err);
+    if (path == NULL)
+      return kyb_error_wrap(err, "image reference");
+    const char *slash = strrchr(path, '/'); /* path starts with '/' */
+    if (kyb_image_name_check(slash + 1, err) < 0)
+      return kyb_error_wrap(err, "image reference \"%s\"", ref);
+    int dirlen = slash == path ? 1 : (int)(slash - path);
+    if (asprintf(&uri, "file://%.*s", dirlen, path) < 0)
+      uri = NULL;
+    nm = slash + 1;
+  } else {
+    return kyb_error_set(err, ENOTSUP, "image reference \"%s\": scheme \"%s\" is not supported yet",
+                         ref, scheme);
+  }
+  char *n = strdup(nm);
+  if (uri == NULL || n == NULL) {
+    free(n);
+    return kyb_error_set(err, ENOMEM, "image reference");
+  }
+  *store_uri = steal_ptr(uri);
+  *name = n;
+  return 0;
+}
+
+int kyb_store_stage(kyb_store *s, const char *name, kyb_staging **out, kyb_error **err) {
+  if (kyb_image_name_check(name, err) < 0)
+    return -1;
+  kyb_staging *st = calloc(1, sizeof(*st));
+  if (st == NULL || (st->name = strdup(name)) == NULL) {
+    free(st);
+    return kyb_error_set(err, ENOMEM, "stage image %s", name);
+  }
+  st->store = s;
+  st->lock_fd = -1;
+  if (s->ops->stage(s, st, err) < 0) {
+    free(st->name);
+    free(st);
+    return kyb_error_wrap(err, "stage image %s", name);
+  }
+  *out = st;
+  return 0;
+}
+
+const char *kyb_staging_path(const kyb_staging *st) {
+  return st->path;
+}
+
+const char *kyb_staging_name(const kyb_staging *st) {
+  return st->name;
+}
+
+void kyb_staging_free(kyb_staging *st) {
+  if (st == NULL)
+    return;
+  st->store->ops->discard(st->store, st);
+  kyb_closep(&st->lock_fd);
+  free(st->name);
+  free(st->path);
+  free(st);
+}
+
+int kyb_store_put(kyb_store *s, kyb_staging *st, kyb_error **err) {
+  if (st->published)
+    return kyb_error_set(err, EINVAL, "image %s is already published", st->name);
+  if (s->ops->put(s, st, err) < 0)
+    return kyb_error_wrap(err, "publish image %s in %s", st->name, s->uri);
+  return 0;
+}
+
+int kyb_store_get_path(kyb_store *s, const char *name, char **path, kyb_error **err) {
+  if (kyb_image_name_check(name, err) < 0)
+    return -1;
+  return s->ops->get_path(s, name, path, err);
+}
+
+int kyb_store_stat(kyb_store *s, const char *name, kyb_image_summary *out, kyb_error **err) {
+  if (kyb_image_name_check(name, err) < 0)
+    return -1;
+  return s->ops->stat(s, name, out, err);
+}
+
+int kyb_store_list(kyb_store *s, kyb_image_summary **out, size_t *n, kyb_error **err) {
+  return s->ops->list(s, out, n, err);
+}
+
+int kyb_store_delete(kyb_store *s, const char *name, kyb_error **err) {
+  if (kyb_image_name_check(name, err) < 0)
+    return -1;
+  if (s->ops->remove(s, name, err) < 0)
+    return kyb_error_wrap(err, "delete image %s from %s", name, s->uri);
+  return 0;
+}
+
+int kyb_store_cleanup(kyb_store *s, uint64_t min_age_s, size_t *removed, kyb_error **err) {
+  size_t dummy = 0;
+  return s->ops->cleanup(s, min_age_s, removed ? removed : &dummy, err);
+}
