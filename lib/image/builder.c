@@ -116,7 +116,8 @@ int kyb_image_builder_set_source(kyb_image_builder *b, const kyb_image_source *s
   bool ok = s != NULL && put(s, "containerId", jstr(src->container_id)) &&
             put(s, "namespace", jstr(src->namespace_)) &&
             put(s, "imageRef", jstr(src->image_ref)) &&
-            put(s, "snapshotter", jstr(src->snapshotter));
+            put(s, "snapshotter", jstr(src->snapshotter)) &&
+            put(s, "snapshotParent", jstr(src->snapshot_parent));
   if (ok && k8s) {
     json_t *pod = json_object();
     bool pod_ok = pod != NULL && put(pod, "name", jstr(src->pod_name)) &&

@@ -88,6 +88,9 @@ typedef struct kyb_image_source {
   const char *namespace_;   /* containerd namespace, e.g. "k8s.io" */
   const char *image_ref;    /* the container's image, e.g. "docker.io/library/python:3.12" */
   const char *snapshotter;  /* e.g. "overlayfs" */
+  /* The snapshot the container's rootfs was prepared from (the image's top
+   * layer): a restore prepares its new rootfs from the same parent. */
+  const char *snapshot_parent;
   /* Kubernetes: all NULL when the container is not a pod's; then the
    * manifest has no "pod" object. */
   const char *pod_name;

@@ -90,6 +90,7 @@ static int check_source(const json_t *m, kyb_error **err) {
       string_member(src, "namespace", "source.namespace", false, false, &s, err) < 0 ||
       string_member(src, "imageRef", "source.imageRef", false, false, &s, err) < 0 ||
       string_member(src, "snapshotter", "source.snapshotter", false, false, &s, err) < 0 ||
+      string_member(src, "snapshotParent", "source.snapshotParent", false, false, &s, err) < 0 ||
       member(src, "pod", "source.pod", JSON_OBJECT, false, &pod, err) < 0)
     return -1;
   if (pod != NULL &&

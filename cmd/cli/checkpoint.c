@@ -1,0 +1,157 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * kybernate checkpoint: one container into one image, through containerd.
+ */
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "ops/checkpoint.h"
+#include "util/cleanup.h"
+#include "util/cli.h"
+
+static void usage(FILE *out) {
+  fprintf(out,
+          "Usage: kybernate [GLOBAL OPTIONS] checkpoint CONTAINER [OPTIONS]\n"
+          "       kybernate [GLOBAL OPTIONS] checkpoint --pod NAMESPACE/NAME --container NAME "
+          "[OPTIONS]\n"
+          "\n"
+          "Checkpoints a running container (containerd task checkpoint: runc + CRIU) into an\n"
+          "image in a store and prints the image's reference. The container is paused for the\n"
+          "dump, then stopped (default) or resumed (--leave-running). If anything fails the\n"
+          "container keeps running and no image appears in the store.\n"
+          "\n"
+          "Options:\n"
+          "  --to URI             store to write to (default: the global --store)\n"
+          "  --name NAME          image name (default: <container>-<date>-<time>)\n"
+          "  --leave-running      keep the container running after the checkpoint\n"
+          "  --pod NS/NAME        a Kubernetes pod's container (namespace k8s.io), with\n"
+          "  --container NAME     the container's name in the pod\n"
+          "  --tcp-established    checkpoint established TCP connections\n"
+          "  --file-locks         checkpoint file locks\n"
+          "  --ext-unix-sk        allow external unix sockets\n"
+          "  --timeout SECONDS    limit for the CRIU dump (default 1800)\n"
+          "  -h, --help           show this help\n");
+}
+
+static void on_progress(void *ud, const char *phase, bool done, uint64_t ms) {
+  (void)ud;
+  if (!done)
+    fprintf(stderr, "kybernate: %-12s ...\n", phase);
+  else
+    fprintf(stderr, "kybernate: %-12s done in %llu ms\n", phase, (unsigned long long)ms);
+}
+
+static void print_result(const kyb_cli *cli, const kyb_checkpoint_result *r) {
+  if (!cli->json) {
+    printf("%s\n", r->ref);
+    return;
+  }
+  cleanup_json json_t *o =
+      json_pack("{s:s, s:s, s:s, s:s, s:I, s:I}", "container", r->container_id, "name", r->name,
+                "ref", r->ref, "digest", r->digest ? r->digest : "", "size", (json_int_t)r->size,
+                "totalMs", (json_int_t)r->total_ms);
+  cleanup_free char *s = o ? json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+  if (s != NULL)
+    printf("%s\n", s);
+}
+
+int cmd_checkpoint(const kyb_cli *cli, int argc, char **argv) {
+  enum { O_TO = 256, O_NAME, O_LEAVE, O_POD, O_CONTAINER, O_TCP, O_LOCKS, O_UNIX, O_TIMEOUT };
+  static const struct option opts[] = {{"help", no_argument, NULL, 'h'},
+                                       {"to", required_argument, NULL, O_TO},
+                                       {"name", required_argument, NULL, O_NAME},
+                                       {"leave-running", no_argument, NULL, O_LEAVE},
+                                       {"pod", required_argument, NULL, O_POD},
+                                       {"container", required_argument, NULL, O_CONTAINER},
+                                       {"tcp-established", no_argument, NULL, O_TCP},
+                                       {"file-locks", no_argument, NULL, O_LOCKS},
+                                       {"ext-unix-sk", no_argument, NULL, O_UNIX},
+                                       {"timeout", required_argument, NULL, O_TIMEOUT},
+                                       {NULL, 0, NULL, 0}};
+  kyb_checkpoint_opts o = {
+      .address = cli->address, .namespace_ = cli->namespace_, .store_uri = cli->store};
+  cleanup_free char *pod = NULL;
+  int c;
+  while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    switch (c) {
+    case 'h':
+      usage(stdout);
+      return CLI_OK;
+    case O_TO:
+      o.store_uri = optarg;
+      break;
+    case O_NAME:
+      o.name = optarg;
+      break;
+    case O_LEAVE:
+      o.leave_running = true;
+      break;
+    case O_POD:
+      free(pod);
+      pod = strdup(optarg);
+      break;
+    case O_CONTAINER:
+      o.container_name = optarg;
+      break;
+    case O_TCP:
+      o.open_tcp = true;
+      break;
+    case O_LOCKS:
+      o.file_locks = true;
+      break;
+    case O_UNIX:
+      o.external_unix_sockets = true;
+      break;
+    case O_TIMEOUT: {
+      char *end = NULL;
+      long s = strtol(optarg, &end, 10);
+      if (end == optarg || *end != '\0' || s <= 0) {
+        fprintf(stderr, "kybernate checkpoint: --timeout needs a positive number of seconds\n");
+        return CLI_USAGE;
+      }
+      o.timeout_ms = (int64_t)s * 1000;
+      break;
+    }
+    default:
+      usage(stderr);
+      return CLI_USAGE;
+    }
+  }
+  if (pod != NULL) {
+    char *slash = strchr(pod, '/');
+    if (slash == NULL || slash == pod || slash[1] == '\0' || o.container_name == NULL ||
+        optind < argc) {
+      fprintf(stderr, "kybernate checkpoint: --pod takes NAMESPACE/NAME together with "
+                      "--container NAME, and no CONTAINER argument\n");
+      return CLI_USAGE;
+    }
+    *slash = '\0';
+    o.pod_namespace = pod;
+    o.pod_name = slash + 1;
+  } else if (optind + 1 == argc && o.container_name == NULL) {
+    o.container = argv[optind];
+  } else {
+    usage(stderr);
+    return CLI_USAGE;
+  }
+  if (cli->progress)
+    o.progress = on_progress;
+  kyb_checkpoint_result r = {0};
+  kyb_error *err = NULL;
+  int rc = kyb_checkpoint(&o, &r, &err);
+  if (rc < 0) {
+    kyb_cli_report(CLI_PROGRAM, err);
+    kyb_error_free(err);
+    if (r.ref != NULL)
+      print_result(cli, &r); /* published, though stopping the container failed */
+    kyb_checkpoint_result_clear(&r);
+    return CLI_FAILED;
+  }
+  print_result(cli, &r);
+  kyb_checkpoint_result_clear(&r);
+  return CLI_OK;
+}

@@ -1,0 +1,180 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * kybernate images: ls, inspect, verify, rm over a store.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "image/image.h"
+#include "store/store.h"
+#include "util/cleanup.h"
+#include "util/cli.h"
+
+static void usage(FILE *out) {
+  fprintf(out, "Usage: kybernate [GLOBAL OPTIONS] images ls [STORE-URI]\n"
+               "       kybernate [GLOBAL OPTIONS] images inspect REF\n"
+               "       kybernate [GLOBAL OPTIONS] images verify REF\n"
+               "       kybernate [GLOBAL OPTIONS] images rm REF [REF...]\n"
+               "\n"
+               "REF is an image name in the store given by --store, or a full reference\n"
+               "such as file:///var/lib/kybernate/images/NAME.\n"
+               "\n"
+               "  ls       list the images of a store\n"
+               "  inspect  print an image's manifest (JSON)\n"
+               "  verify   check every file of an image against its manifest's digests\n"
+               "  rm       remove images\n");
+}
+
+void cli_format_size(unsigned long long bytes, char *buf, unsigned long size) {
+  static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = (double)bytes;
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    u++;
+  }
+  if (u == 0)
+    snprintf(buf, size, "%llu B", bytes);
+  else
+    snprintf(buf, size, "%.1f %s", v, units[u]);
+}
+
+static int fail(kyb_error *err) {
+  kyb_cli_report(CLI_PROGRAM, err);
+  kyb_error_free(err);
+  return CLI_FAILED;
+}
+
+/* Opens the store a reference points into and returns the image name. */
+static int open_ref(const kyb_cli *cli, const char *ref, kyb_store **store, char **name,
+                    kyb_error **err) {
+  cleanup_free char *uri = NULL;
+  if (kyb_image_ref_parse(ref, cli->store, &uri, name, err) < 0)
+    return -1;
+  return kyb_store_open(uri, 0, store, err);
+}
+
+static json_t *summary_json(const kyb_image_summary *s) {
+  return json_pack("{s:s, s:s, s:I, s:s, s:s, s:s, s:s, s:s?}", "name", s->name, "created",
+                   s->created ? s->created : "", "size", (json_int_t)s->size, "container",
+                   s->container_id ? s->container_id : "", "containerName",
+                   s->container_name ? s->container_name : "", "podNamespace",
+                   s->pod_namespace ? s->pod_namespace : "", "podName",
+                   s->pod_name ? s->pod_name : "", "error", s->error);
+}
+
+static int images_ls(const kyb_cli *cli, int argc, char **argv) {
+  const char *uri = argc > 1 ? argv[1] : cli->store;
+  kyb_error *err = NULL;
+  kyb_store *store = NULL;
+  if (kyb_store_open(uri, 0, &store, &err) < 0)
+    return fail(err);
+  kyb_image_summary *v = NULL;
+  size_t n = 0;
+  int rc = kyb_store_list(store, &v, &n, &err);
+  if (rc < 0) {
+    kyb_store_close(store);
+    return fail(err);
+  }
+  if (cli->json) {
+    cleanup_json json_t *arr = json_array();
+    for (size_t i = 0; arr != NULL && i < n; i++)
+      json_array_append_new(arr, summary_json(&v[i]));
+    cleanup_free char *s = arr ? json_dumps(arr, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+    if (s != NULL)
+      printf("%s\n", s);
+  } else {
+    printf("%-40s %-21s %10s  %s\n", "NAME", "CREATED", "SIZE", "SOURCE");
+    for (size_t i = 0; i < n; i++) {
+      char size[32];
+      cli_format_size(v[i].size, size, sizeof(size));
+      const char *src = v[i].container_id ? v[i].container_id : "";
+      char pod[512];
+      if (v[i].pod_name != NULL && *v[i].pod_name) {
+        snprintf(pod, sizeof(pod), "%s/%s/%s", v[i].pod_namespace, v[i].pod_name,
+                 v[i].container_name ? v[i].container_name : "");
+        src = pod;
+      }
+      if (v[i].error != NULL)
+        printf("%-40s %-21s %10s  (unusable: %s)\n", v[i].name, "-", "-", v[i].error);
+      else
+        printf("%-40s %-21s %10s  %s\n", v[i].name, v[i].created, size, src);
+    }
+  }
+  kyb_image_summaries_free(v, n);
+  kyb_store_close(store);
+  return CLI_OK;
+}
+
+static int images_inspect(const kyb_cli *cli, const char *ref, bool verify_only) {
+  kyb_error *err = NULL;
+  kyb_store *store = NULL;
+  cleanup_free char *name = NULL;
+  if (open_ref(cli, ref, &store, &name, &err) < 0)
+    return fail(err);
+  cleanup_free char *path = NULL;
+  int rc = kyb_store_get_path(store, name, &path, &err);
+  cleanup_json json_t *m = NULL;
+  if (rc == 0)
+    rc = verify_only ? kyb_image_verify(path, &m, &err) : kyb_image_load_manifest(path, &m, &err);
+  kyb_store_close(store);
+  if (rc < 0)
+    return fail(err);
+  if (verify_only) {
+    size_t nfiles = json_array_size(json_object_get(m, "files"));
+    if (cli->json)
+      printf("{\"name\": \"%s\", \"verified\": true, \"files\": %zu}\n", name, nfiles);
+    else
+      printf("%s: ok (%zu files match their sha256)\n", name, nfiles);
+    return CLI_OK;
+  }
+  cleanup_free char *s = json_dumps(m, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+  if (s != NULL)
+    printf("%s\n", s);
+  return CLI_OK;
+}
+
+static int images_rm(const kyb_cli *cli, int argc, char **argv) {
+  int rc = CLI_OK;
+  for (int i = 1; i < argc; i++) {
+    kyb_error *err = NULL;
+    kyb_store *store = NULL;
+    cleanup_free char *name = NULL;
+    if (open_ref(cli, argv[i], &store, &name, &err) < 0 ||
+        kyb_store_delete(store, name, &err) < 0) {
+      kyb_store_close(store);
+      rc = fail(err);
+      continue;
+    }
+    kyb_store_close(store);
+    if (!cli->json)
+      printf("%s\n", name);
+  }
+  return rc;
+}
+
+int cmd_images(const kyb_cli *cli, int argc, char **argv) {
+  if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+    usage(argc < 2 ? stderr : stdout);
+    return argc < 2 ? CLI_USAGE : CLI_OK;
+  }
+  const char *sub = argv[1];
+  if (strcmp(sub, "ls") == 0 || strcmp(sub, "list") == 0) {
+    if (argc > 3) {
+      usage(stderr);
+      return CLI_USAGE;
+    }
+    return images_ls(cli, argc - 1, argv + 1);
+  }
+  if ((strcmp(sub, "inspect") == 0 || strcmp(sub, "verify") == 0) && argc == 3)
+    return images_inspect(cli, argv[2], strcmp(sub, "verify") == 0);
+  if ((strcmp(sub, "rm") == 0 || strcmp(sub, "delete") == 0) && argc >= 3)
+    return images_rm(cli, argc - 1, argv + 1);
+  usage(stderr);
+  return CLI_USAGE;
+}

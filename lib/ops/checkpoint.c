@@ -1,0 +1,398 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The checkpoint operation.  See checkpoint.h for the order of steps and the
+ * rollback contract.
+ */
+#define KYB_LOG_MODULE "checkpoint"
+
+#include "ops/checkpoint.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "containerd/client.h"
+#include "containerd/snapshots.h"
+#include "image/image.h"
+#include "ops/criu_log.h"
+#include "store/store.h"
+#include "util/cleanup.h"
+#include "util/fs.h"
+#include "util/log.h"
+#include "version.h"
+
+#define DEFAULT_NAMESPACE "default"
+#define DEFAULT_DUMP_TIMEOUT_MS (30LL * 60 * 1000)
+#define CRIU_ERROR_LINES 8
+
+/* Everything one checkpoint holds; released in one place. */
+typedef struct {
+  const kyb_checkpoint_opts *opts;
+  kyb_ctd_client *ctd;
+  kyb_ctd_container *ct;
+  kyb_store *store;
+  kyb_staging *staging;
+  kyb_image_builder *builder;
+  char *criu_dir;
+  char *work_dir;
+  bool paused;
+  uint64_t phase_start;
+} op_ctx;
+
+static uint64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void phase_begin(op_ctx *c, const char *phase) {
+  c->phase_start = now_ms();
+  log_debug("%s ...", phase);
+  if (c->opts->progress)
+    c->opts->progress(c->opts->progress_ud, phase, false, 0);
+}
+
+/* Ends a phase: its duration goes to the progress callback and, when the
+ * builder exists, into the manifest's timings. */
+static int phase_end(op_ctx *c, const char *phase, kyb_error **err) {
+  uint64_t ms = now_ms() - c->phase_start;
+  log_debug("%s done in %llu ms", phase, (unsigned long long)ms);
+  if (c->opts->progress)
+    c->opts->progress(c->opts->progress_ud, phase, true, ms);
+  if (c->builder != NULL)
+    return kyb_image_builder_set_timing(c->builder, phase, ms, err);
+  return 0;
+}
+
+static void op_ctx_release(op_ctx *c) {
+  kyb_image_builder_free(c->builder);
+  kyb_staging_free(c->staging); /* removes the staging dir unless published */
+  kyb_store_close(c->store);
+  kyb_ctd_container_free(c->ct);
+  kyb_ctd_client_free(c->ctd);
+  free(c->criu_dir);
+  free(c->work_dir);
+}
+
+void kyb_checkpoint_result_clear(kyb_checkpoint_result *r) {
+  if (r == NULL)
+    return;
+  free(r->container_id);
+  free(r->name);
+  free(r->ref);
+  free(r->digest);
+  memset(r, 0, sizeof(*r));
+}
+
+static int find_container(op_ctx *c, kyb_error **err) {
+  const kyb_checkpoint_opts *o = c->opts;
+  if (o->container != NULL) {
+    if (kyb_ctd_container_get(c->ctd, o->container, &c->ct, err) < 0) {
+      if (kyb_grpc_status_of(*err) == KYB_GRPC_NOT_FOUND)
+        return kyb_error_set(err, ENOENT, "container %s not found in namespace %s", o->container,
+                             kyb_ctd_client_namespace(c->ctd));
+      return -1;
+    }
+    return 0;
+  }
+  if (o->pod_namespace == NULL || o->pod_name == NULL || o->container_name == NULL)
+    return kyb_error_set(err, EINVAL,
+                         "no container given (a container id, or pod namespace, "
+                         "pod name and container name)");
+  if (kyb_ctd_container_find_k8s(c->ctd, o->pod_namespace, o->pod_name, o->container_name, &c->ct,
+                                 err) < 0)
+    return -1;
+  /* Task calls go to the namespace the CRI plugin uses. */
+  return kyb_ctd_client_set_namespace(c->ctd, KYB_CTD_K8S_NAMESPACE, err);
+}
+
+static int require_running(op_ctx *c, kyb_error **err) {
+  kyb_ctd_process p = {0};
+  if (kyb_ctd_task_get(c->ctd, c->ct->id, NULL, &p, err) < 0) {
+    if (kyb_grpc_status_of(*err) == KYB_GRPC_NOT_FOUND)
+      return kyb_error_set(err, ESRCH, "container %s is not running (it has no task)", c->ct->id);
+    return kyb_error_wrap(err, "get task of %s", c->ct->id);
+  }
+  kyb_ctd_task_status st = p.status;
+  kyb_ctd_process_clear(&p);
+  if (st != KYB_CTD_TASK_RUNNING)
+    return kyb_error_set(err, ESRCH, "container %s is not running (task status %s)", c->ct->id,
+                         kyb_ctd_task_status_name(st));
+  return 0;
+}
+
+static int describe_source(op_ctx *c, kyb_error **err) {
+  const kyb_ctd_container *ct = c->ct;
+  /* The image's top layer the rootfs sits on: restore prepares its new
+   * rootfs from it.  Unknown is not fatal to a checkpoint. */
+  cleanup_free char *parent = NULL;
+  cleanup_error kyb_error *perr = NULL;
+  if (ct->snapshotter != NULL && *ct->snapshotter && ct->snapshot_key != NULL &&
+      *ct->snapshot_key &&
+      kyb_ctd_snapshot_parent(c->ctd, ct->snapshotter, ct->snapshot_key, &parent, &perr) < 0)
+    log_warn_chain(perr, "snapshot parent of %s unknown", ct->id);
+  kyb_image_source src = {
+      .snapshot_parent = parent,
+      .container_id = ct->id,
+      .namespace_ = kyb_ctd_client_namespace(c->ctd),
+      .image_ref = ct->image,
+      .snapshotter = ct->snapshotter,
+      .pod_name = kyb_ctd_container_label(ct, KYB_CTD_LABEL_POD_NAME),
+      .pod_namespace = kyb_ctd_container_label(ct, KYB_CTD_LABEL_POD_NAMESPACE),
+      .pod_uid = kyb_ctd_container_label(ct, KYB_CTD_LABEL_POD_UID),
+      .container_name = kyb_ctd_container_label(ct, KYB_CTD_LABEL_CONTAINER_NAME),
+  };
+  if (kyb_image_builder_set_source(c->builder, &src, err) < 0)
+    return -1;
+  json_error_t jerr;
+  cleanup_json json_t *spec =
+      json_loadb(ct->spec_json ? ct->spec_json : "", ct->spec_len, 0, &jerr);
+  if (spec == NULL || !json_is_object(spec))
+    return kyb_error_set(err, EINVAL, "container %s has no usable OCI spec: %s", ct->id,
+                         spec ? "not an object" : jerr.text);
+  kyb_ctd_runc_options ro = {0};
+  if (kyb_ctd_container_runc_options(ct, &ro, err) < 0)
+    return kyb_error_wrap(err, "runtime options of %s", ct->id);
+  int r = kyb_image_builder_set_runtime(c->builder, spec, ct->runtime_name, ro.binary_name, err);
+  kyb_ctd_runc_options_clear(&ro);
+  return r;
+}
+
+static int stage_image(op_ctx *c, kyb_error **err) {
+  const kyb_checkpoint_opts *o = c->opts;
+  if (kyb_store_open(o->store_uri, KYB_STORE_CREATE, &c->store, err) < 0)
+    return -1;
+  cleanup_free char *name = NULL;
+  if (o->name != NULL) {
+    if (kyb_image_name_check(o->name, err) < 0)
+      return -1;
+    name = strdup(o->name);
+  } else {
+    const char *base = kyb_ctd_container_label(c->ct, KYB_CTD_LABEL_CONTAINER_NAME);
+    if (kyb_image_name_default(base ? base : c->ct->id, time(NULL), &name, err) < 0)
+      return -1;
+  }
+  if (name == NULL)
+    return kyb_error_set(err, ENOMEM, "image name");
+  if (kyb_store_stage(c->store, name, &c->staging, err) < 0)
+    return -1;
+  const char *dir = kyb_staging_path(c->staging);
+  c->criu_dir = kyb_path_join(dir, KYB_IMAGE_CRIU_DIR);
+  /* CRIU's work dir (its log) sits beside the image, not in it. */
+  c->work_dir = kyb_path_join(dir, "criu-work");
+  if (c->criu_dir == NULL || c->work_dir == NULL)
+    return kyb_error_set(err, ENOMEM, "staging paths");
+  if (kyb_mkdir_p(c->criu_dir, 0700, err) < 0 || kyb_mkdir_p(c->work_dir, 0700, err) < 0)
+    return -1;
+  c->builder = kyb_image_builder_new(dir, name, err);
+  return c->builder ? 0 : -1;
+}
+
+/* The CRIU dump through containerd.  The task is paused; runc hands CRIU the
+ * frozen cgroup and CRIU leaves it frozen, so nothing runs until step 6. */
+static int dump(op_ctx *c, kyb_error **err) {
+  const kyb_checkpoint_opts *o = c->opts;
+  kyb_ctd_checkpoint_opts co = {
+      .exit = false,
+      .open_tcp = o->open_tcp,
+      .file_locks = o->file_locks,
+      .external_unix_sockets = o->external_unix_sockets,
+      .image_path = c->criu_dir,
+      .work_path = c->work_dir,
+  };
+  int64_t deadline = o->timeout_ms > 0 ? o->timeout_ms : DEFAULT_DUMP_TIMEOUT_MS;
+  if (kyb_ctd_task_checkpoint(c->ctd, c->ct->id, &co, deadline, NULL, NULL, err) == 0)
+    return 0;
+  cleanup_free char *log = kyb_path_join(c->work_dir, "dump.log");
+  cleanup_free char *lines = log ? kyb_criu_log_errors(log, CRIU_ERROR_LINES) : NULL;
+  if (lines != NULL)
+    return kyb_error_wrap(err, "CRIU dump failed; CRIU's log says:\n%s\n", lines);
+  return kyb_error_wrap(err, "CRIU dump failed");
+}
+
+static int rootfs_diff(op_ctx *c, kyb_error **err) {
+  const kyb_ctd_container *ct = c->ct;
+  if (ct->snapshotter == NULL || ct->snapshot_key == NULL || !*ct->snapshotter ||
+      !*ct->snapshot_key)
+    return kyb_error_set(err, ENOTSUP,
+                         "container %s has no snapshot (rootfs not managed by "
+                         "containerd): its writable layer cannot be saved",
+                         ct->id);
+  kyb_ctd_mount *mounts = NULL;
+  size_t n = 0;
+  if (kyb_ctd_snapshot_mounts(c->ctd, ct->snapshotter, ct->snapshot_key, &mounts, &n, err) < 0)
+    return kyb_error_wrap(err, "rootfs of %s", ct->id);
+  const char *upper = NULL;
+  for (size_t i = 0; i < n && upper == NULL; i++)
+    if (mounts[i].type != NULL && strcmp(mounts[i].type, "overlay") == 0)
+      upper = kyb_ctd_mount_option(&mounts[i], "upperdir");
+  int r;
+  if (upper == NULL)
+    r = kyb_error_set(err, ENOTSUP,
+                      "container %s uses snapshotter %s without an overlay upper dir: only "
+                      "overlayfs writable layers can be saved",
+                      ct->id, ct->snapshotter);
+  else
+    r = kyb_image_builder_write_rootfs_diff(c->builder, upper, err);
+  kyb_ctd_mounts_free(mounts, n);
+  return r;
+}
+
+static int record_versions(op_ctx *c, kyb_error **err) {
+  cleanup_free char *log = kyb_path_join(c->work_dir, "dump.log");
+  cleanup_free char *criu = log ? kyb_criu_log_version(log) : NULL;
+  kyb_ctd_version v = {0};
+  cleanup_error kyb_error *verr = NULL;
+  if (kyb_ctd_version_get(c->ctd, &v, &verr) < 0)
+    log_warn_chain(verr, "containerd version unknown");
+  kyb_image_versions vers = {.kybernate = KYB_VERSION, .criu = criu, .containerd = v.version};
+  int r = kyb_image_builder_set_versions(c->builder, &vers, err);
+  kyb_ctd_version_clear(&v);
+  return r;
+}
+
+static int set_options(op_ctx *c, kyb_error **err) {
+  kyb_image_options io = {.leave_running = c->opts->leave_running};
+  return kyb_image_builder_set_options(c->builder, &io, err);
+}
+
+/* Rollback: a paused task is resumed so the workload goes on.  A failure
+ * here is added to the error the caller reports: the container is frozen and
+ * someone must know. */
+static void resume_after_failure(op_ctx *c, kyb_error **err) {
+  if (!c->paused)
+    return;
+  cleanup_error kyb_error *rerr = NULL;
+  if (kyb_ctd_task_resume(c->ctd, c->ct->id, &rerr) < 0) {
+    /* Someone may have resumed it meanwhile: what matters is that it runs. */
+    kyb_ctd_process p = {0};
+    cleanup_error kyb_error *gerr = NULL;
+    bool running = kyb_ctd_task_get(c->ctd, c->ct->id, NULL, &p, &gerr) == 0 &&
+                   p.status == KYB_CTD_TASK_RUNNING;
+    kyb_ctd_process_clear(&p);
+    if (!running) {
+      log_error_chain(rerr, "rollback: resuming %s failed; the container stays paused", c->ct->id);
+      kyb_error_wrap(err, "rollback failed too (container %s is still paused: %s) after", c->ct->id,
+                     kyb_error_message(rerr));
+      return;
+    }
+  }
+  c->paused = false;
+  log_info("rollback: container %s resumed", c->ct->id);
+}
+
+/* After the image is published: leave the workload running, or end it. */
+static int finish_task(op_ctx *c, kyb_error **err) {
+  const char *id = c->ct->id;
+  if (c->opts->leave_running) {
+    if (kyb_ctd_task_resume(c->ctd, id, err) < 0)
+      return kyb_error_wrap(err, "resume container %s after checkpoint", id);
+    c->paused = false;
+    return 0;
+  }
+  if (kyb_ctd_task_kill(c->ctd, id, NULL, SIGKILL, true, err) < 0)
+    return kyb_error_wrap(err, "stop container %s after checkpoint", id);
+  c->paused = false; /* it is ending: nothing to roll back any more */
+  /* A cgroup v1 freezer holds even SIGKILL until thawed.  runc thaws the
+   * cgroup itself when it signals every process, but containerd may still
+   * call the task paused: ask for a resume and accept "not paused". */
+  cleanup_error kyb_error *rerr = NULL;
+  if (kyb_ctd_task_resume(c->ctd, id, &rerr) < 0)
+    log_debug("resume after kill: %s", kyb_error_message(rerr));
+  kyb_ctd_exit ex = {0};
+  if (kyb_ctd_task_wait(c->ctd, id, NULL, 30000, &ex, err) < 0)
+    return kyb_error_wrap(err, "wait for container %s to stop after checkpoint", id);
+  return 0;
+}
+
+static int run(op_ctx *c, kyb_checkpoint_result *out, kyb_error **err) {
+  const kyb_checkpoint_opts *o = c->opts;
+  kyb_ctd_client_opts copts = {.socket_path = o->address,
+                               .ns = o->namespace_ ? o->namespace_ : DEFAULT_NAMESPACE};
+  if (kyb_ctd_client_new(&copts, &c->ctd, err) < 0)
+    return -1;
+  if (find_container(c, err) < 0 || require_running(c, err) < 0)
+    return -1;
+  if (stage_image(c, err) < 0 || describe_source(c, err) < 0 || set_options(c, err) < 0)
+    return -1;
+  log_info("checkpoint of %s into %s/%s", c->ct->id, kyb_store_uri(c->store),
+           kyb_staging_name(c->staging));
+
+  phase_begin(c, "pause");
+  if (kyb_ctd_task_pause(c->ctd, c->ct->id, err) < 0)
+    return kyb_error_wrap(err, "pause container %s", c->ct->id);
+  c->paused = true;
+  if (phase_end(c, "pause", err) < 0)
+    return -1;
+
+  phase_begin(c, "criu_dump");
+  if (dump(c, err) < 0 || phase_end(c, "criu_dump", err) < 0)
+    return -1;
+  if (record_versions(c, err) < 0)
+    return -1;
+  cleanup_error kyb_error *rmerr = NULL;
+  if (kyb_remove_tree(c->work_dir, &rmerr) < 0)
+    log_warn_chain(rmerr, "CRIU work dir left behind");
+
+  /* The builder times "rootfs_diff" itself. */
+  if (o->progress)
+    o->progress(o->progress_ud, "rootfs_diff", false, 0);
+  uint64_t t0 = now_ms();
+  if (rootfs_diff(c, err) < 0)
+    return -1;
+  if (o->progress)
+    o->progress(o->progress_ud, "rootfs_diff", true, now_ms() - t0);
+
+  phase_begin(c, "package");
+  cleanup_free char *digest = NULL;
+  if (kyb_image_builder_finish(c->builder, &digest, err) < 0)
+    return kyb_error_wrap(err, "write image manifest");
+  if (kyb_store_put(c->store, c->staging, err) < 0)
+    return kyb_error_wrap(err, "publish image %s", kyb_staging_name(c->staging));
+  if (o->progress)
+    o->progress(o->progress_ud, "package", true, now_ms() - c->phase_start);
+
+  kyb_image_summary sum = {0};
+  cleanup_error kyb_error *serr = NULL;
+  if (kyb_store_stat(c->store, kyb_staging_name(c->staging), &sum, &serr) == 0)
+    out->size = sum.size;
+  kyb_image_summary_release(&sum);
+  out->name = strdup(kyb_staging_name(c->staging));
+  out->container_id = strdup(c->ct->id);
+  out->digest = steal_ptr(digest);
+  if (asprintf(&out->ref, "%s/%s", kyb_store_uri(c->store), out->name) < 0)
+    out->ref = NULL;
+  if (out->name == NULL || out->container_id == NULL || out->ref == NULL)
+    return kyb_error_set(err, ENOMEM, "checkpoint result");
+
+  phase_begin(c, o->leave_running ? "resume" : "stop");
+  if (finish_task(c, err) < 0)
+    return kyb_error_wrap(err, "image %s was published, but", out->ref);
+  if (o->progress)
+    o->progress(o->progress_ud, o->leave_running ? "resume" : "stop", true,
+                now_ms() - c->phase_start);
+  return 0;
+}
+
+int kyb_checkpoint(const kyb_checkpoint_opts *opts, kyb_checkpoint_result *out, kyb_error **err) {
+  memset(out, 0, sizeof(*out));
+  op_ctx c = {.opts = opts};
+  uint64_t t0 = now_ms();
+  int r = run(&c, out, err);
+  if (r < 0) {
+    resume_after_failure(&c, err);
+    const char *what = c.ct ? c.ct->id : (opts->container ? opts->container : opts->pod_name);
+    kyb_error_wrap(err, "checkpoint %s", what ? what : "?");
+    /* A published image stays valid even when stopping the task failed. */
+    if (out->ref == NULL)
+      kyb_checkpoint_result_clear(out);
+  }
+  out->total_ms = now_ms() - t0;
+  op_ctx_release(&c);
+  return r;
+}
