@@ -54,9 +54,8 @@ static int check_containment(const kyb_resolved_image *r, const char *path, kyb_
   return 0;
 }
 
-int kyb_resolve_image(const kyb_nodeconf *conf, const char *ref, kyb_resolved_image *out,
-                      kyb_error **err) {
-  memset(out, 0, sizeof(*out));
+static int resolve(const kyb_nodeconf *conf, const char *ref, kyb_resolved_image *out,
+                   kyb_error **err) {
   if (ref == NULL || *ref == '\0')
     return kyb_error_set(err, EINVAL, "empty checkpoint reference");
   if (ref[0] == '/' || ref[0] == '.' || strstr(ref, "..") != NULL)
@@ -65,31 +64,33 @@ int kyb_resolve_image(const kyb_nodeconf *conf, const char *ref, kyb_resolved_im
                          "name or <store-uri>/<name> of a configured store",
                          ref);
   if (kyb_image_ref_parse(ref, conf->default_store, &out->store_uri, &out->name, err) < 0)
-    goto fail;
-  if (!store_allowed(conf, out->store_uri)) {
-    kyb_error_set(err, EPERM,
-                  "store %s is not configured on this node (allowed: default %s and the "
-                  "\"stores\" of %s)",
-                  out->store_uri, conf->default_store,
-                  conf->path ? conf->path : KYB_NODECONF_DEFAULT_PATH);
-    goto fail;
-  }
+    return -1;
+  if (!store_allowed(conf, out->store_uri))
+    return kyb_error_set(err, EPERM,
+                         "store %s is not configured on this node (allowed: default %s and the "
+                         "\"stores\" of %s)",
+                         out->store_uri, conf->default_store,
+                         conf->path ? conf->path : KYB_NODECONF_DEFAULT_PATH);
   kyb_store *store = NULL;
   if (kyb_store_open(out->store_uri, 0, &store, err) < 0)
-    goto fail;
+    return -1;
   cleanup_free char *path = NULL;
   int r = kyb_store_get_path(store, out->name, &path, err);
   kyb_store_close(store);
-  if (r < 0)
-    goto fail;
-  if (check_containment(out, path, err) < 0)
-    goto fail;
-  if (kyb_image_verify(path, &out->manifest, err) < 0)
-    goto fail;
+  if (r < 0 || check_containment(out, path, err) < 0 ||
+      kyb_image_verify(path, &out->manifest, err) < 0)
+    return -1;
   out->dir = steal_ptr(path);
   return 0;
-fail:
-  kyb_error_wrap(err, "checkpoint %s", ref);
-  kyb_resolved_image_clear(out);
-  return -1;
+}
+
+int kyb_resolve_image(const kyb_nodeconf *conf, const char *ref, kyb_resolved_image *out,
+                      kyb_error **err) {
+  memset(out, 0, sizeof(*out));
+  if (resolve(conf, ref, out, err) < 0) {
+    kyb_error_wrap(err, "checkpoint %s", ref ? ref : "");
+    kyb_resolved_image_clear(out);
+    return -1;
+  }
+  return 0;
 }
