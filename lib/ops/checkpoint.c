@@ -210,9 +210,14 @@ static int dump(op_ctx *c, kyb_error **err) {
     return 0;
   cleanup_free char *log = kyb_path_join(c->work_dir, "dump.log");
   cleanup_free char *lines = log ? kyb_criu_log_errors(log, CRIU_ERROR_LINES) : NULL;
-  if (lines != NULL)
-    return kyb_error_wrap(err, "CRIU dump failed; CRIU's log says:\n%s\n", lines);
-  return kyb_error_wrap(err, "CRIU dump failed");
+  if (lines == NULL)
+    return kyb_error_wrap(err, "CRIU dump failed");
+  /* CRIU's own words say why; containerd's message only says that runc
+   * failed.  Keep both, CRIU's last so the output ends with the cause. */
+  cleanup_free char *inner = strdup(kyb_error_message(*err));
+  int code = kyb_error_code(*err);
+  return kyb_error_set(err, code, "CRIU dump failed (%s); CRIU's log says:\n%s",
+                       inner ? inner : "", lines);
 }
 
 static int rootfs_diff(op_ctx *c, kyb_error **err) {

@@ -1,0 +1,512 @@
+# SPDX-License-Identifier: Apache-2.0
+"""`kybernate checkpoint` on a test node (issue "Node-level checkpoint").
+
+Each test gets its own node (conftest's `node`) and its own file store under
+pytest's tmp_path.  The workload is the counter of the test image: with
+`--mem` it fills memory with a known pattern and prints "memory ok <sum>"
+while the pattern is intact; with `--file` it keeps a rootfs file open and
+rewrites "count N" into it.
+
+What is checked (docs/testing.md, "Checkpoint tests"):
+  - a --leave-running checkpoint of a 256 MiB counter: the ref printed, the
+    image verifies, the manifest (format, source, OCI spec, versions, files
+    and their sha256 recomputed here, timings, the rootfs diff with the open
+    file), the page images hold the memory, the container counts on;
+  - without --leave-running the task ends stopped and nothing ran after the
+    dump;
+  - --json output, `images ls` (text and --json), `images rm`, an existing
+    name is refused and left untouched;
+  - failures (container not found / not running, containerd unreachable, a
+    read-only store, a full store, a CRIU failure): the message says why, the
+    container still runs, the store holds nothing, not even a staging dir;
+  - a flipped byte makes `images verify` fail naming the file.
+"""
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.harness import procs
+from tests.harness.checks import counts, wait_count, wait_for
+
+MIB = 1024 * 1024
+MEM_OK_RE = re.compile(r"^memory ok ([0-9a-f]{16})$", re.M)
+FILLED_RE = re.compile(r"^memory filled (\d+) MiB checksum ([0-9a-f]{16})$", re.M)
+DEFAULT_NAME_RE = re.compile(r"^(?P<base>.+)-\d{8}-\d{6}$")
+TIMINGS = ("pause", "criu_dump", "rootfs_diff", "package")
+RESULT_KEYS = {"container", "name", "ref", "digest", "size", "totalMs"}
+SUMMARY_KEYS = {"name", "created", "size", "container", "containerName", "podNamespace",
+                "podName", "error"}
+
+
+# ------------------------------------------------------------------ helpers
+
+@pytest.fixture
+def kyb(build_dir):
+    """kyb(*args, node=, address=, store=, json_out=) -> CompletedProcess of
+    the kybernate CLI (global options first, as the CLI wants them)."""
+    binary = str(build_dir / "cmd" / "kybernate")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("KYBERNATE_STORE", "KYBERNATE_CONTAINERD_ADDRESS", "KYBERNATE_NAMESPACE")}
+
+    def run(*args, node=None, address=None, store=None, json_out=False, timeout=300):
+        cmd = [binary]
+        if address or node is not None:
+            cmd += ["--address", str(address or node.socket)]
+        if store:
+            cmd += ["--store", store]
+        if json_out:
+            cmd += ["--json"]
+        cmd += [str(a) for a in args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+    return run
+
+
+class Store:
+    def __init__(self, path: Path):
+        self.path = path
+        self.uri = f"file://{path}"
+
+    def entries(self) -> list:
+        """Everything in the store dir, hidden entries (.staging-*) included."""
+        return sorted(os.listdir(self.path)) if self.path.exists() else []
+
+    def image(self, name: str) -> Path:
+        return self.path / name
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A store dir that does not exist yet (the checkpoint creates it); its
+    images (hundreds of MiB) are removed after the test."""
+    s = Store(tmp_path / "store")
+    yield s
+    subprocess.run(["rm", "-rf", "--one-file-system", str(s.path)], check=False)
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """tmpfs(name, size_mib, ro=False) -> Path of a fresh tmpfs (mode 0700);
+    unmounted after the test."""
+    mounted = []
+
+    def mount(name, size_mib, ro=False):
+        d = tmp_path / name
+        d.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mib}m,mode=0700",
+                        "kybtest-store", str(d)], check=True)
+        mounted.append(d)
+        return d
+
+    yield mount
+    left = [m for d in reversed(mounted) for m in procs.unmount_all_under(d)]
+    assert not left, f"could not unmount {left}"
+
+
+def remount_ro(path: Path) -> None:
+    subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True)
+
+
+def start_counter(node, cid, *args, mem=0, filled_timeout=60):
+    """Runs the counter (--interval 100, plus args) and waits until it has
+    filled its memory and counted a few lines; returns (log, checksum)."""
+    argv = ["/usr/bin/counter", "--interval", "100"]
+    if mem:
+        argv += ["--mem", str(mem)]
+    log = node.run_container(cid, argv + list(args))
+    checksum = None
+    if mem:
+        m = wait_for(lambda: FILLED_RE.search(_read(log)), filled_timeout,
+                     f"'memory filled' in {log}")
+        assert int(m.group(1)) == mem
+        checksum = m.group(2)
+    wait_count(log, 3)
+    return log, checksum
+
+
+def _read(path) -> str:
+    try:
+        return Path(path).read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def mem_ok(log) -> list:
+    return MEM_OK_RE.findall(_read(log))
+
+
+def task_status(node, cid):
+    t = node.tasks().get(cid)
+    return t[1] if t else None
+
+
+def assert_counting_on(node, cid, log, pid=None, more=3):
+    """The container runs (RUNNING, same pid) and its log goes on counting."""
+    assert task_status(node, cid) == "RUNNING", node.ctr("tasks", "ls").stdout
+    if pid is not None:
+        assert node.tasks()[cid][0] == pid and procs.alive(pid)
+    last = counts(log)[-1]
+    seen = wait_count(log, last + more)
+    assert "memory CORRUPT" not in _read(log)
+    # No line lost or repeated across the checkpoint.
+    assert seen == list(range(seen[0], seen[0] + len(seen))), seen
+    return seen
+
+
+def assert_failed_cleanly(r, store, *needles):
+    """A failed checkpoint: exit 1, no ref on stdout, the reason on stderr, and
+    nothing in the store (no image, no .staging-* dir)."""
+    assert r.returncode == 1, f"rc {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}"
+    assert r.stdout == "", r.stdout
+    assert r.stderr.startswith("kybernate: error: checkpoint "), r.stderr
+    for n in needles:
+        assert n in r.stderr, f"{n!r} not in the error:\n{r.stderr}"
+    assert store.entries() == [], f"store {store.path} not empty: {store.entries()}"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(4 * MIB):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def image_files(image: Path) -> dict:
+    """Relative path -> size of every regular file of an image but the manifest."""
+    out = {}
+    for dirpath, dirs, files in os.walk(image):
+        for f in files:
+            p = Path(dirpath) / f
+            rel = str(p.relative_to(image))
+            if rel != "manifest.json":
+                out[rel] = p.stat().st_size
+    return out
+
+
+def inspect(kyb, ref) -> dict:
+    r = kyb("images", "inspect", ref)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def state_count(image: Path) -> int:
+    """The "count N" the counter had written into /data/state, from the
+    image's rootfs diff."""
+    with tarfile.open(image / "rootfs-diff.tar") as tar:
+        names = tar.getnames()
+        assert "data/state" in names, names
+        text = tar.extractfile("data/state").read().decode()
+    m = re.fullmatch(r"count (\d+)\n", text)
+    assert m, f"data/state holds {text!r}"
+    return int(m.group(1))
+
+
+# ------------------------------------------------------------------ tests
+
+def test_checkpoint_leave_running(node, kyb, store):
+    """256 MiB of known memory and an open, modified rootfs file; the default
+    image name; the container runs on."""
+    log, checksum = start_counter(node, "c1", "--file", "/data/state", mem=256)
+    pid = node.tasks()["c1"][0]
+    oks_before = len(mem_ok(log))
+    before = counts(log)[-1]
+
+    r = kyb("checkpoint", "c1", "--to", store.uri, "--leave-running", node=node)
+    after = counts(log)[-1]
+    assert r.returncode == 0, r.stderr
+    ref = r.stdout.strip()
+    assert r.stdout.count("\n") == 1, r.stdout
+    assert ref.startswith(f"file://{store.path}/"), ref
+    name = ref.rsplit("/", 1)[1]
+    m = DEFAULT_NAME_RE.match(name)
+    assert m and m.group("base") == "c1", f"default name {name!r}"
+    assert store.entries() == [name]
+    image = store.image(name)
+    # Images hold process memory: the store and image dirs are private.
+    assert store.path.stat().st_mode & 0o777 == 0o700
+    assert image.stat().st_mode & 0o777 == 0o700
+
+    v = kyb("images", "verify", ref)
+    assert v.returncode == 0, v.stderr
+    assert re.fullmatch(rf"{re.escape(name)}: ok \(\d+ files match their sha256\)\n", v.stdout)
+
+    man = inspect(kyb, ref)
+    assert man == json.loads((image / "manifest.json").read_bytes())
+    assert man["kybernateImage"] == 1
+    assert man["name"] == name
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", man["created"]), man["created"]
+    src = man["source"]
+    assert src["containerId"] == "c1" and src["namespace"] == "default", src
+    assert src["imageRef"] == "kybernate.test/busybox:1" and src["snapshotter"] == "overlayfs"
+    assert "pod" not in src
+    spec = man["runtime"]["spec"]
+    assert spec["ociVersion"].startswith("1."), spec.get("ociVersion")
+    assert spec["process"]["args"] == ["/usr/bin/counter", "--interval", "100", "--mem", "256",
+                                       "--file", "/data/state"]
+    assert man["runtime"]["name"] == "io.containerd.runc.v2"
+    vers = man["versions"]
+    assert re.match(r"4\.\d+", vers["criu"]), vers
+    assert vers["kernel"] == os.uname().release, vers
+    server = node.ctr("version", ns=None).stdout.split("Server:", 1)[1]
+    assert vers["containerd"] == re.search(r"Version:\s+(\S+)", server).group(1), vers
+    assert vers["kybernate"] == kyb("--version").stdout.split()[-1], vers
+    assert man["gpus"] == []
+    assert man["options"] == {"leaveRunning": True}
+
+    # files: sorted, exactly what is on disk, sizes and digests right.
+    files = man["files"]
+    paths = [f["path"] for f in files]
+    assert paths == sorted(paths)
+    assert {f["path"]: f["size"] for f in files} == image_files(image)
+    assert all(re.fullmatch(r"[0-9a-f]{64}", f["sha256"]) for f in files)
+    by_path = {f["path"]: f for f in files}
+    pages = [p for p in paths if re.fullmatch(r"criu/pages-\d+\.img", p)]
+    assert pages, paths
+    for p in ["criu/inventory.img", "criu/core-1.img", "rootfs-diff.tar", pages[0]]:
+        assert p in by_path, paths
+        assert sha256_file(image / p) == by_path[p]["sha256"], p
+    # The page images hold the 256 MiB the counter wrote.
+    assert sum(by_path[p]["size"] for p in pages) >= 256 * MIB
+
+    timings = man["timings"]
+    for t in TIMINGS:
+        assert isinstance(timings.get(t), int) and timings[t] >= 0, timings
+
+    # The rootfs diff holds the open, rewritten file, taken at the dump.
+    assert man["rootfs"]["entries"] >= 1 and man["rootfs"]["deleted"] == []
+    n = state_count(image)
+    assert before <= n <= after + 1, (before, n, after)
+
+    # The container goes on: new lines after the checkpoint, memory intact.
+    assert_counting_on(node, "c1", log, pid=pid)
+    wait_for(lambda: len(mem_ok(log)) > oks_before + 1, 60, "'memory ok' after the checkpoint")
+    assert set(mem_ok(log)) == {checksum}
+
+
+def test_checkpoint_stops_container(node, kyb, store):
+    """Without --leave-running the task is stopped after the image is
+    published, and nothing ran after the dump."""
+    log, _ = start_counter(node, "c2", "--file", "/data/state", mem=64)
+    pid = node.tasks()["c2"][0]
+
+    r = kyb("checkpoint", "c2", "--name", "stopped", store=store.uri, node=node)
+
+    # The image exists and verifies, whatever the exit code said.
+    assert store.entries() == ["stopped"], (store.entries(), r.stderr)
+    v = kyb("images", "verify", "stopped", store=store.uri)
+    assert v.returncode == 0, v.stderr
+    assert inspect(kyb, f"{store.uri}/stopped")["options"] == {"leaveRunning": False}
+    # The task ends STOPPED and its process is gone.
+    wait_for(lambda: task_status(node, "c2") == "STOPPED", 30, "task c2 STOPPED")
+    wait_for(lambda: not procs.alive(pid), 30, f"pid {pid} gone")
+    # Killed while frozen: the last line of the log is the state of the dump
+    # (the counter prints "count N" before writing it to the file).
+    last = counts(log)[-1]
+    assert state_count(store.image("stopped")) in (last, last - 1), last
+    assert "counter stopped" not in _read(log)  # SIGKILL, not a clean exit
+
+    assert r.returncode == 0, f"rc {r.returncode}: {r.stderr}"
+    assert r.stdout == f"{store.uri}/stopped\n"
+    assert r.stderr == ""
+
+
+def test_json_ls_rm_and_existing_name(node, kyb, store):
+    log, _ = start_counter(node, "c3")
+    pid = node.tasks()["c3"][0]
+
+    r = kyb("checkpoint", "c3", "--to", store.uri, "--name", "a", "--leave-running",
+            node=node, json_out=True)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert set(res) == RESULT_KEYS, res
+    assert res["container"] == "c3" and res["name"] == "a"
+    assert res["ref"] == f"{store.uri}/a"
+    image = store.image("a")
+    manifest_bytes = (image / "manifest.json").read_bytes()
+    assert res["digest"] == "sha256:" + hashlib.sha256(manifest_bytes).hexdigest()
+    on_disk = sum(image_files(image).values()) + len(manifest_bytes)
+    assert res["size"] == on_disk
+    assert isinstance(res["totalMs"], int) and res["totalMs"] > 0
+
+    r = kyb("checkpoint", "c3", "--to", store.uri, "--name", "b", "--leave-running", node=node)
+    assert r.returncode == 0, r.stderr
+
+    # images ls: text and JSON, sorted by name; the positional store works too.
+    ls = kyb("images", "ls", store=store.uri)
+    assert ls.returncode == 0, ls.stderr
+    lines = ls.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "CREATED", "SIZE", "SOURCE"]
+    assert [ln.split()[0] for ln in lines[1:]] == ["a", "b"]
+    assert all(ln.split()[-1] == "c3" for ln in lines[1:]), lines
+    assert kyb("images", "ls", store.uri).stdout == ls.stdout
+    lj = kyb("images", "ls", store=store.uri, json_out=True)
+    assert lj.returncode == 0, lj.stderr
+    items = json.loads(lj.stdout)
+    assert [i["name"] for i in items] == ["a", "b"]
+    for i in items:
+        assert set(i) == SUMMARY_KEYS, i
+        assert i["container"] == "c3" and i["error"] is None
+        assert i["created"] == inspect(kyb, f"{store.uri}/{i['name']}")["created"]
+    assert items[0]["size"] == res["size"]
+
+    # An existing name: refused, the image untouched, the container runs on.
+    mtime = (image / "manifest.json").stat().st_mtime_ns
+    r = kyb("checkpoint", "c3", "--to", store.uri, "--name", "a", "--leave-running", node=node)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.stdout == ""
+    assert "image a already exists" in r.stderr and str(store.path) in r.stderr, r.stderr
+    assert (image / "manifest.json").read_bytes() == manifest_bytes
+    assert (image / "manifest.json").stat().st_mtime_ns == mtime
+    assert store.entries() == ["a", "b"]
+    assert kyb("images", "verify", "a", store=store.uri).returncode == 0
+    assert_counting_on(node, "c3", log, pid=pid)
+
+    # images rm: by full ref and by name; gone from disk and from ls.
+    rm = kyb("images", "rm", f"{store.uri}/a")
+    assert rm.returncode == 0 and rm.stdout == "a\n", rm.stdout + rm.stderr
+    assert store.entries() == ["b"]  # no .deleting-* left either
+    assert [i["name"] for i in json.loads(kyb("images", "ls", store=store.uri,
+                                              json_out=True).stdout)] == ["b"]
+    rm = kyb("images", "rm", "b", store=store.uri)
+    assert rm.returncode == 0, rm.stderr
+    assert store.entries() == []
+    assert kyb("images", "ls", store=store.uri).stdout.splitlines()[1:] == []
+    assert json.loads(kyb("images", "ls", store=store.uri, json_out=True).stdout) == []
+    rm = kyb("images", "rm", "b", store=store.uri)
+    assert rm.returncode == 1 and "b" in rm.stderr, rm.stdout + rm.stderr
+
+
+# ------------------------------------------------------------ failures
+
+def test_error_container_not_found(node, kyb, store):
+    log, _ = start_counter(node, "c4")
+    r = kyb("checkpoint", "nosuch", "--to", store.uri, "--leave-running", node=node)
+    assert_failed_cleanly(r, store, "container nosuch not found in namespace default")
+    # In another namespace c4 does not exist either.
+    r = kyb("--namespace", "k8s.io", "checkpoint", "c4", "--to", store.uri, node=node)
+    assert_failed_cleanly(r, store, "container c4 not found in namespace k8s.io")
+    assert_counting_on(node, "c4", log)
+
+
+def test_error_container_not_running(node, kyb, store):
+    log, _ = start_counter(node, "run")
+    start_counter(node, "dead")
+    node.ctr("tasks", "kill", "--signal", "KILL", "dead")
+    wait_for(lambda: task_status(node, "dead") == "STOPPED", 30, "task dead STOPPED")
+
+    r = kyb("checkpoint", "dead", "--to", store.uri, node=node)
+    assert_failed_cleanly(r, store, "container dead is not running (task status stopped)")
+
+    node.ctr("tasks", "delete", "dead")
+    r = kyb("checkpoint", "dead", "--to", store.uri, "--leave-running", node=node)
+    assert_failed_cleanly(r, store, "container dead is not running (it has no task)")
+    assert "dead" not in node.tasks()
+    assert_counting_on(node, "run", log)
+
+
+def test_error_containerd_unreachable(node, kyb, store, tmp_path):
+    log, _ = start_counter(node, "c5")
+    sock = tmp_path / "no-containerd.sock"
+    r = kyb("checkpoint", "c5", "--to", store.uri, "--leave-running", address=sock)
+    assert_failed_cleanly(r, store, f"containerd unreachable at {sock}")
+    assert not store.path.exists()
+    assert_counting_on(node, "c5", log)
+
+
+def test_error_store_read_only(node, kyb, tmpfs):
+    log, _ = start_counter(node, "c6")
+    pid = node.tasks()["c6"][0]
+    mnt = tmpfs("ro", 16)
+    (mnt / "store").mkdir(mode=0o700)
+    remount_ro(mnt)
+
+    for s in (Store(mnt / "store"), Store(mnt / "absent")):
+        for leave in ([], ["--leave-running"]):
+            r = kyb("checkpoint", "c6", "--to", s.uri, *leave, node=node)
+            assert_failed_cleanly(r, s, f"store {s.path} is on a read-only file system")
+            assert_counting_on(node, "c6", log, pid=pid)
+    assert sorted(os.listdir(mnt)) == ["store"]
+
+
+def test_error_store_full(node, kyb, tmpfs):
+    """CRIU runs out of space writing 256 MiB of pages into a 16 MiB store:
+    the error quotes CRIU's log, the container resumes, the store is empty."""
+    log, checksum = start_counter(node, "c7", mem=256)
+    pid = node.tasks()["c7"][0]
+    s = Store(tmpfs("full", 16))
+
+    for leave in (["--leave-running"], []):
+        r = kyb("checkpoint", "c7", "--to", s.uri, "--name", "big", *leave, node=node)
+        assert_failed_cleanly(r, s, "CRIU dump failed; CRIU's log says:",
+                              "No space left on device")
+        assert re.search(r"^\(\d+\.\d+\) Error \(criu/", r.stderr, re.M), r.stderr
+        # Everything CRIU wrote is gone: the tmpfs is empty again.
+        st = os.statvfs(s.path)
+        assert st.f_bfree == st.f_blocks, f"{(st.f_blocks - st.f_bfree) * st.f_frsize} bytes used"
+        oks = len(mem_ok(log))
+        assert_counting_on(node, "c7", log, pid=pid)
+        wait_for(lambda: len(mem_ok(log)) > oks, 60, "'memory ok' after the failed checkpoint")
+        assert set(mem_ok(log)) == {checksum}
+
+
+def test_error_criu_fails(node, kyb, store):
+    """A file the container holds open after deleting it, bigger than CRIU's
+    ghost-file limit (1 MiB; neither containerd nor runc raise it), makes the
+    dump fail."""
+    script = ("dd if=/dev/zero of=/data/big bs=1M count=4 2>/dev/null && exec 3</data/big && "
+              "rm /data/big && exec /usr/bin/counter --interval 100")
+    log = node.run_container("c8", ["/bin/sh", "-c", script])
+    wait_count(log, 3)
+    pid = node.tasks()["c8"][0]
+
+    for leave in (["--leave-running"], []):
+        r = kyb("checkpoint", "c8", "--to", store.uri, *leave, node=node)
+        assert_failed_cleanly(r, store, "CRIU dump failed; CRIU's log says:",
+                              "Can't dump ghost file /data/big")
+        assert_counting_on(node, "c8", log, pid=pid)
+
+
+def test_verify_detects_flipped_byte(node, kyb, store):
+    start_counter(node, "c9", "--file", "/data/state", mem=8)
+    r = kyb("checkpoint", "c9", "--to", store.uri, "--name", "img", "--leave-running", node=node)
+    assert r.returncode == 0, r.stderr
+    ref = r.stdout.strip()
+    image = store.image("img")
+    assert kyb("images", "verify", ref).returncode == 0
+
+    pages = sorted(image.glob("criu/pages-*.img"))[0]
+    for f in (pages, image / "criu" / "core-1.img", image / "rootfs-diff.tar"):
+        rel = str(f.relative_to(image))
+        data = bytearray(f.read_bytes())
+        orig = bytes(data)
+        data[len(data) // 2] ^= 0x01
+        f.write_bytes(data)
+        v = kyb("images", "verify", ref)
+        assert v.returncode == 1, v.stdout + v.stderr
+        assert v.stdout == ""
+        assert rel in v.stderr, f"{rel} not named:\n{v.stderr}"
+        f.write_bytes(orig)
+        v = kyb("images", "verify", ref)
+        assert v.returncode == 0, v.stderr
+
+    # A file that is not listed, and a listed file that is missing.
+    extra = image / "criu" / "extra.img"
+    extra.write_bytes(b"x")
+    v = kyb("images", "verify", ref)
+    assert v.returncode == 1 and "criu/extra.img is not listed" in v.stderr, v.stderr
+    extra.unlink()
+    core = image / "criu" / "core-1.img"
+    keep = core.read_bytes()
+    core.unlink()
+    v = kyb("images", "verify", ref)
+    assert v.returncode == 1 and "criu/core-1.img listed in the manifest is missing" in v.stderr
+    core.write_bytes(keep)
+    assert kyb("images", "verify", ref).returncode == 0
