@@ -216,8 +216,8 @@ static int dump(op_ctx *c, kyb_error **err) {
    * failed.  Keep both, CRIU's last so the output ends with the cause. */
   cleanup_free char *inner = strdup(kyb_error_message(*err));
   int code = kyb_error_code(*err);
-  return kyb_error_set(err, code, "CRIU dump failed (%s); CRIU's log says:\n%s",
-                       inner ? inner : "", lines);
+  return kyb_error_set(err, code, "CRIU dump failed; CRIU's log says:\n%s\n(containerd: %s)",
+                       lines, inner ? inner : "");
 }
 
 static int rootfs_diff(op_ctx *c, kyb_error **err) {
