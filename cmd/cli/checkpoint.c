@@ -34,6 +34,9 @@ static void usage(FILE *out) {
           "  --file-locks         checkpoint file locks\n"
           "  --ext-unix-sk        allow external unix sockets\n"
           "  --timeout SECONDS    limit for the CRIU dump (default 1800)\n"
+          "  --gpu-lock-timeout SECONDS\n"
+          "                       limit for locking the container's CUDA processes before\n"
+          "                       their GPU state is saved (default 10; decimals allowed)\n"
           "  -h, --help           show this help\n");
 }
 
@@ -60,7 +63,18 @@ static void print_result(const kyb_cli *cli, const kyb_checkpoint_result *r) {
 }
 
 int cmd_checkpoint(const kyb_cli *cli, int argc, char **argv) {
-  enum { O_TO = 256, O_NAME, O_LEAVE, O_POD, O_CONTAINER, O_TCP, O_LOCKS, O_UNIX, O_TIMEOUT };
+  enum {
+    O_TO = 256,
+    O_NAME,
+    O_LEAVE,
+    O_POD,
+    O_CONTAINER,
+    O_TCP,
+    O_LOCKS,
+    O_UNIX,
+    O_TIMEOUT,
+    O_GPU
+  };
   static const struct option opts[] = {{"help", no_argument, NULL, 'h'},
                                        {"to", required_argument, NULL, O_TO},
                                        {"name", required_argument, NULL, O_NAME},
@@ -71,6 +85,7 @@ int cmd_checkpoint(const kyb_cli *cli, int argc, char **argv) {
                                        {"file-locks", no_argument, NULL, O_LOCKS},
                                        {"ext-unix-sk", no_argument, NULL, O_UNIX},
                                        {"timeout", required_argument, NULL, O_TIMEOUT},
+                                       {"gpu-lock-timeout", required_argument, NULL, O_GPU},
                                        {NULL, 0, NULL, 0}};
   kyb_checkpoint_opts o = {
       .address = cli->address, .namespace_ = cli->namespace_, .store_uri = cli->store};
@@ -114,6 +129,18 @@ int cmd_checkpoint(const kyb_cli *cli, int argc, char **argv) {
         return CLI_USAGE;
       }
       o.timeout_ms = (int64_t)s * 1000;
+      break;
+    }
+    case O_GPU: {
+      char *end = NULL;
+      double s = strtod(optarg, &end);
+      /* At least 1 ms, at most a day: the workload's CUDA calls wait meanwhile. */
+      if (end == optarg || *end != '\0' || !(s >= 0.001 && s <= 86400)) {
+        fprintf(stderr, "kybernate checkpoint: --gpu-lock-timeout needs a number of seconds "
+                        "between 0.001 and 86400\n");
+        return CLI_USAGE;
+      }
+      o.gpu_lock_timeout_ms = (unsigned int)(s * 1000 + 0.5);
       break;
     }
     default:

@@ -20,6 +20,7 @@
 #include "containerd/snapshots.h"
 #include "image/image.h"
 #include "ops/criu_log.h"
+#include "ops/gpu.h"
 #include "store/store.h"
 #include "util/cleanup.h"
 #include "util/fs.h"
@@ -40,6 +41,7 @@ typedef struct {
   kyb_image_builder *builder;
   char *criu_dir;
   char *work_dir;
+  kyb_ops_gpu *gpu; /* NULL: nothing done on the GPU */
   bool paused;
   uint64_t phase_start;
 } op_ctx;
@@ -70,6 +72,7 @@ static int phase_end(op_ctx *c, const char *phase, kyb_error **err) {
 }
 
 static void op_ctx_release(op_ctx *c) {
+  kyb_ops_gpu_free(c->gpu);
   kyb_image_builder_free(c->builder);
   kyb_staging_free(c->staging); /* removes the staging dir unless published */
   kyb_store_close(c->store);
@@ -213,11 +216,14 @@ static int dump(op_ctx *c, kyb_error **err) {
   if (lines == NULL)
     return kyb_error_wrap(err, "CRIU dump failed");
   /* CRIU's own words say why; containerd's message only says that runc
-   * failed.  Keep both, CRIU's last so the output ends with the cause. */
-  cleanup_free char *inner = strdup(kyb_error_message(*err));
-  int code = kyb_error_code(*err);
-  return kyb_error_set(err, code, "CRIU dump failed; CRIU's log says:\n%s\n(containerd: %s)",
-                       lines, inner ? inner : "");
+   * failed.  Keep both, CRIU's lines first: they name the cause. */
+  kyb_error *inner = *err;
+  *err = NULL;
+  kyb_error_set(err, kyb_error_code(inner),
+                "CRIU dump failed; CRIU's log says:\n%s\n(containerd: %s)", lines,
+                kyb_error_message(inner));
+  kyb_error_free(inner);
+  return -1;
 }
 
 static int rootfs_diff(op_ctx *c, kyb_error **err) {
@@ -266,6 +272,19 @@ static int set_options(op_ctx *c, kyb_error **err) {
   return kyb_image_builder_set_options(c->builder, &io, err);
 }
 
+/* GPU (DESIGN.md checkpoint flow, step 4), before the pause: the driver
+ * works through the processes' own threads, so they must still run. */
+static int gpu_checkpoint(op_ctx *c, kyb_error **err) {
+  cleanup_free pid_t *pids = NULL;
+  size_t n = 0;
+  kyb_ops_gpu_opts go = {.lock_timeout_ms = c->opts->gpu_lock_timeout_ms,
+                         .progress = c->opts->progress,
+                         .progress_ud = c->opts->progress_ud};
+  if (kyb_ops_gpu_task_pids(c->ctd, c->ct->id, &pids, &n, err) < 0)
+    return -1;
+  return kyb_ops_gpu_checkpoint(&go, pids, n, c->builder, &c->gpu, err);
+}
+
 /* Rollback: a paused task is resumed so the workload goes on.  A failure
  * here is added to the error the caller reports: the container is frozen and
  * someone must know. */
@@ -303,6 +322,8 @@ static int finish_task(op_ctx *c, kyb_error **err) {
   if (kyb_ctd_task_kill(c->ctd, id, NULL, SIGKILL, true, err) < 0)
     return kyb_error_wrap(err, "stop container %s after checkpoint", id);
   c->paused = false; /* it is ending: nothing to roll back any more */
+  /* Its GPU state ends with it: nothing to restore either. */
+  kyb_ops_gpu_forget(c->gpu);
   /* A cgroup v1 freezer holds even SIGKILL until thawed.  runc thaws the
    * cgroup itself when it signals every process, but containerd may still
    * call the task paused: ask for a resume and accept "not paused". */
@@ -327,6 +348,8 @@ static int run(op_ctx *c, kyb_checkpoint_result *out, kyb_error **err) {
     return -1;
   log_info("checkpoint of %s into %s/%s", c->ct->id, kyb_store_uri(c->store),
            kyb_staging_name(c->staging));
+  if (gpu_checkpoint(c, err) < 0)
+    return -1;
 
   phase_begin(c, "pause");
   if (kyb_ctd_task_pause(c->ctd, c->ct->id, err) < 0)
@@ -381,6 +404,9 @@ static int run(op_ctx *c, kyb_checkpoint_result *out, kyb_error **err) {
   if (o->progress)
     o->progress(o->progress_ud, o->leave_running ? "resume" : "stop", true,
                 now_ms() - c->phase_start);
+  /* Running again: its CUDA processes get their GPU state back. */
+  if (o->leave_running && kyb_ops_gpu_restore(c->gpu, err) < 0)
+    return kyb_error_wrap(err, "image %s was published, but", out->ref);
   return 0;
 }
 
@@ -391,6 +417,7 @@ int kyb_checkpoint(const kyb_checkpoint_opts *opts, kyb_checkpoint_result *out, 
   int r = run(&c, out, err);
   if (r < 0) {
     resume_after_failure(&c, err);
+    kyb_ops_gpu_rollback(c.gpu, !c.paused, err); /* needs the task running */
     const char *what = c.ct ? c.ct->id : (opts->container ? opts->container : opts->pod_name);
     kyb_error_wrap(err, "checkpoint %s", what ? what : "?");
     /* A published image stays valid even when stopping the task failed. */

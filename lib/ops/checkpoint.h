@@ -4,15 +4,19 @@
  *
  * Order (each step timed into the manifest):
  *   1. find the container and its task in containerd (must be running);
+ *   1b. GPU (ops/gpu.h): lock all CUDA processes of the task, then move
+ *      their VRAM into host memory, while they still run;
  *   2. pause the task (freezer), so memory and writable layer are taken at
  *      the same instant;
  *   3. containerd Tasks.Checkpoint (runc -> CRIU) into the staging image's
  *      criu/ with --leave-running: the processes stay, frozen;
  *   4. the rootfs diff from the container's overlay upperdir;
  *   5. manifest, verification, atomic publish into the store;
- *   6. then, and only then: resume (leave_running) or kill the task.
- * Any failure before 6 resumes the task and removes the staging directory:
- * the container keeps running and no image appears in the store.
+ *   6. then, and only then: resume (leave_running) or kill the task; once
+ *      it runs again, GPU restore + unlock of its CUDA processes.
+ * Any failure before 6 resumes the task, then restores and unlocks its CUDA
+ * processes, and removes the staging directory: the container keeps
+ * running and no image appears in the store.
  *
  * The CPU/memory checkpoint goes only through containerd's API (DESIGN.md):
  * no runc or CRIU call beside containerd.
@@ -44,6 +48,9 @@ typedef struct {
   bool file_locks;
   bool external_unix_sockets;
   int64_t timeout_ms; /* for the CRIU dump; 0 = 30 minutes */
+  /* For locking the container's CUDA processes (the whole lock phase);
+   * 0 = 10 s.  Their CUDA calls wait meanwhile. */
+  unsigned int gpu_lock_timeout_ms;
   kyb_progress_fn progress;
   void *progress_ud;
 } kyb_checkpoint_opts;
