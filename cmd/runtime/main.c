@@ -111,22 +111,23 @@ static void setup_logging(const kyb_runc_cmdline *g) {
   kyb_log_setup(program, kyb_log_get_level(), fmt, fd); /* the format is runc's */
 }
 
-/* A message for containerd: a runc-format line in --log (level "error" or
- * "warning") and a line on stderr. */
+/* A message for containerd: a runc-format line "kybernate-runc: <msg>" in
+ * --log (level "error" or "warning"; the shim quotes the last error line)
+ * and "kybernate-runc: <level>: <msg>" on stderr. */
 static void tell(const kyb_runc_cmdline *g, const char *level, const char *msg) {
   if (g->log != NULL) {
     cleanup_error kyb_error *err = NULL;
-    if (kyb_runc_log_append(g->log, kyb_runc_log_is_json(g), level, msg, &err) < 0)
+    cleanup_free char *line = NULL;
+    if (asprintf(&line, "%s: %s", program, msg) < 0)
+      line = NULL;
+    if (kyb_runc_log_append(g->log, kyb_runc_log_is_json(g), level, line ? line : msg, &err) < 0)
       fprintf(stderr, "%s: cannot write the runtime log: %s\n", program, kyb_error_message(err));
   }
-  fprintf(stderr, "%s: %s: %s\n", program, strcmp(level, "error") == 0 ? "error" : level, msg);
+  fprintf(stderr, "%s: %s: %s\n", program, level, msg);
 }
 
 static int fail(const kyb_runc_cmdline *g, kyb_error *err) {
-  cleanup_free char *msg = NULL;
-  if (asprintf(&msg, "%s: %s", program, kyb_error_message(err)) < 0)
-    msg = NULL;
-  tell(g, "error", msg ? msg : kyb_error_message(err));
+  tell(g, "error", kyb_error_message(err));
   return 1;
 }
 
@@ -189,8 +190,7 @@ static int restore_failed(rt_ctx *c, kyb_rt_fallback fallback, bool rootfs_parti
     return fail(&c->g, err);
   }
   cleanup_free char *msg = NULL;
-  if (asprintf(&msg,
-               "%s: restore failed, creating the container normally (%s: cold): %s", program,
+  if (asprintf(&msg, "restore failed, creating the container normally (%s: cold): %s",
                KYB_ANN_RESTORE_FALLBACK, kyb_error_message(err)) < 0)
     msg = NULL;
   tell(&c->g, "warning", msg ? msg : kyb_error_message(err));

@@ -129,8 +129,26 @@ static int require_running(op_ctx *c, kyb_error **err) {
   return 0;
 }
 
+/* A pod fact: kubelet's label on the container, else the annotation
+ * containerd's CRI plugin itself puts into the spec (a CRI client other than
+ * kubelet may not set the labels). */
+static const char *pod_fact(const kyb_ctd_container *ct, const json_t *spec, const char *label,
+                            const char *annotation) {
+  const char *v = kyb_ctd_container_label(ct, label);
+  if (v != NULL && *v != '\0')
+    return v;
+  v = json_string_value(json_object_get(json_object_get(spec, "annotations"), annotation));
+  return (v != NULL && *v != '\0') ? v : NULL;
+}
+
 static int describe_source(op_ctx *c, kyb_error **err) {
   const kyb_ctd_container *ct = c->ct;
+  json_error_t jerr;
+  cleanup_json json_t *spec =
+      json_loadb(ct->spec_json ? ct->spec_json : "", ct->spec_len, 0, &jerr);
+  if (spec == NULL || !json_is_object(spec))
+    return kyb_error_set(err, EINVAL, "container %s has no usable OCI spec: %s", ct->id,
+                         spec ? "not an object" : jerr.text);
   /* The image's top layer the rootfs sits on: restore prepares its new
    * rootfs from it.  Unknown is not fatal to a checkpoint. */
   cleanup_free char *parent = NULL;
@@ -145,19 +163,15 @@ static int describe_source(op_ctx *c, kyb_error **err) {
       .namespace_ = kyb_ctd_client_namespace(c->ctd),
       .image_ref = ct->image,
       .snapshotter = ct->snapshotter,
-      .pod_name = kyb_ctd_container_label(ct, KYB_CTD_LABEL_POD_NAME),
-      .pod_namespace = kyb_ctd_container_label(ct, KYB_CTD_LABEL_POD_NAMESPACE),
-      .pod_uid = kyb_ctd_container_label(ct, KYB_CTD_LABEL_POD_UID),
-      .container_name = kyb_ctd_container_label(ct, KYB_CTD_LABEL_CONTAINER_NAME),
+      .pod_name = pod_fact(ct, spec, KYB_CTD_LABEL_POD_NAME, "io.kubernetes.cri.sandbox-name"),
+      .pod_namespace =
+          pod_fact(ct, spec, KYB_CTD_LABEL_POD_NAMESPACE, "io.kubernetes.cri.sandbox-namespace"),
+      .pod_uid = pod_fact(ct, spec, KYB_CTD_LABEL_POD_UID, "io.kubernetes.cri.sandbox-uid"),
+      .container_name =
+          pod_fact(ct, spec, KYB_CTD_LABEL_CONTAINER_NAME, "io.kubernetes.cri.container-name"),
   };
   if (kyb_image_builder_set_source(c->builder, &src, err) < 0)
     return -1;
-  json_error_t jerr;
-  cleanup_json json_t *spec =
-      json_loadb(ct->spec_json ? ct->spec_json : "", ct->spec_len, 0, &jerr);
-  if (spec == NULL || !json_is_object(spec))
-    return kyb_error_set(err, EINVAL, "container %s has no usable OCI spec: %s", ct->id,
-                         spec ? "not an object" : jerr.text);
   kyb_ctd_runc_options ro = {0};
   if (kyb_ctd_container_runc_options(ct, &ro, err) < 0)
     return kyb_error_wrap(err, "runtime options of %s", ct->id);

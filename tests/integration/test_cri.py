@@ -171,11 +171,12 @@ def test_pod_kybernate_handler(cri_node, kubelet):
     container's spec AND the sandbox's spec: kybernate-runc must act only where
     container-type is `container`.
 
-    NOTE: once kybernate-runc restores on this annotation, the container here
-    would be restored from a checkpoint that does not exist; this test then
-    needs a real checkpoint (or must expect the failure)."""
+    kybernate-runc does act on the annotation: the checkpoint named here does
+    not exist, so `kybernate.io/restore-fallback: cold` makes the container
+    start fresh (test_runtime_restore.py covers real restores)."""
     node, left = cri_node
-    annotations = {RESTORE_FROM: "file:///ckpt/counter-1", "example.com/other": "x"}
+    annotations = {RESTORE_FROM: "file:///ckpt/counter-1", "example.com/other": "x",
+                   "kybernate.io/restore-fallback": "cold"}
     sid = kubelet.run_pod("restored", "team-a", annotations=annotations, handler="kybernate")
     st = kubelet.pod_status(sid).status
     assert st.runtime_handler == "kybernate"
