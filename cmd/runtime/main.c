@@ -248,12 +248,14 @@ static int cmd_create(rt_ctx *c) {
     kyb_error_wrap(&err, "restore container %s from checkpoint \"%s\"", a.id, d.ref);
   }
   if (r == 0)
-    log_info("create %s: restored from %s (%s) in %llu ms: resolve+verify %llu ms, rootfs %llu "
-             "ms, runc restore %llu ms",
-             a.id, d.ref, res.image_dir,
-             (unsigned long long)(res.resolve_ms + res.rootfs_ms + res.criu_ms),
-             (unsigned long long)res.resolve_ms, (unsigned long long)res.rootfs_ms,
-             (unsigned long long)res.criu_ms);
+    log_info(
+        "create %s: restored from %s (%s) in %llu ms: resolve+verify %llu ms, rootfs %llu "
+        "ms, runc restore %llu ms, GPU restore %.0f ms (%zu CUDA process(es), %zu GPU(s) "
+        "remapped)",
+        a.id, d.ref, res.image_dir,
+        (unsigned long long)(res.resolve_ms + res.rootfs_ms + res.criu_ms + (uint64_t)res.gpu_ms),
+        (unsigned long long)res.resolve_ms, (unsigned long long)res.rootfs_ms,
+        (unsigned long long)res.criu_ms, res.gpu_ms, res.gpu_procs, res.gpu_remapped);
   bool partial = res.rootfs_partial;
   kyb_rt_fallback fb = d.fallback;
   kyb_rt_restore_result_clear(&res);

@@ -23,6 +23,7 @@
 #include "ops/resolve.h"
 #include "runtime/decide.h"
 #include "runtime/delegate.h"
+#include "runtime/gpu_restore.h"
 #include "runtime/marker.h"
 #include "runtime/runc_log.h"
 #include "util/cleanup.h"
@@ -306,6 +307,10 @@ static char *marker_content(const kyb_rt_restore_req *req, const char *image_dir
   return o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
 }
 
+static int restore_prepared(const kyb_rt_restore_req *req, kyb_rt_restore_result *res,
+                            const json_t *manifest, const char *criu_src, kyb_rt_gpu *gpu,
+                            kyb_error **err);
+
 static int restore(const kyb_rt_restore_req *req, kyb_rt_restore_result *res, kyb_error **err) {
   const json_t *annotations = kyb_rt_spec_annotations(req->spec);
   uint64_t t0 = now_ms();
@@ -321,6 +326,53 @@ static int restore(const kyb_rt_restore_req *req, kyb_rt_restore_result *res, ky
     return kyb_error_set(err, ENOMEM, "image path");
   if (kyb_rt_check_namespace(manifest, annotations, err) < 0)
     return -1;
+  /* The GPU map before anything is touched: a node that cannot take the
+   * image's GPU state refuses it here, with nothing to undo. */
+  kyb_rt_gpu *gpu = NULL;
+  if (kyb_rt_gpu_prepare(manifest, req->gpu_driver, &gpu, err) < 0)
+    return -1;
+  int r = restore_prepared(req, res, manifest, criu_src, gpu, err);
+  kyb_rt_gpu_free(gpu);
+  return r;
+}
+
+/* Undoes a restore whose container runs already (runc has state for it). */
+static void undo_restored(const kyb_rt_restore_req *req, const char *top, kyb_error **err) {
+  cleanup_error kyb_error *derr = NULL;
+  if (kyb_rt_delete_leftover(req->global, req->delegate, req->create->id, &derr) < 0)
+    kyb_error_wrap(err, "removing the restored container failed too (%s) after",
+                   kyb_error_message(derr));
+  remove_quietly(top);
+}
+
+/* After runc restore: the GPU state of every CUDA process comes back. */
+static int restore_gpu(const kyb_rt_restore_req *req, kyb_rt_gpu *gpu, kyb_rt_restore_result *res,
+                       kyb_error **err) {
+  if (req->create->pid_file == NULL)
+    return kyb_error_set(err, EINVAL, "GPU restore needs the container's pid (no --pid-file)");
+  pid_t pid = 0;
+  cleanup_free char *cgroup = NULL;
+  if (kyb_rt_read_pid_file(req->create->pid_file, &pid, err) < 0 ||
+      kyb_rt_pid_cgroup_dir(NULL, NULL, pid, &cgroup, err) < 0)
+    return kyb_error_wrap(err, "GPU restore");
+  kyb_rt_gpu_times t = {0};
+  int r = kyb_rt_gpu_restore(gpu, cgroup, &t, err);
+  res->gpu_procs = t.procs;
+  res->gpu_remapped = t.remapped;
+  res->gpu_restore_ms = t.restore_ms;
+  res->gpu_unlock_ms = t.unlock_ms;
+  res->gpu_ms = t.total_ms;
+  if (r == 0)
+    log_info("GPU restore of %zu CUDA process(es) in %s: %.1f ms (restore %.1f ms, unlock %.1f "
+             "ms), %zu GPU(s) remapped",
+             t.procs, cgroup, t.total_ms, t.restore_ms, t.unlock_ms, t.remapped);
+  return r;
+}
+
+static int restore_prepared(const kyb_rt_restore_req *req, kyb_rt_restore_result *res,
+                            const json_t *manifest, const char *criu_src, kyb_rt_gpu *gpu,
+                            kyb_error **err) {
+  uint64_t t0;
 
   cleanup_free char *rootfs = NULL;
   if (kyb_rt_spec_rootfs(req->spec, req->bundle, &rootfs, err) < 0)
@@ -349,17 +401,18 @@ static int restore(const kyb_rt_restore_req *req, kyb_rt_restore_result *res, ky
   }
   res->criu_ms = now_ms() - t0;
 
+  if (gpu != NULL && restore_gpu(req, gpu, res, err) < 0) {
+    undo_restored(req, top, err);
+    return -1;
+  }
+
   cleanup_free char *content = marker_content(req, res->image_dir);
   if (content == NULL || kyb_rt_marker_set(req->state_dir, kyb_runc_root(req->global),
                                            req->create->id, content, err) < 0) {
     if (content == NULL)
       kyb_error_set(err, ENOMEM, "restore marker");
     /* Without the marker `start` would fail on a running container: undo. */
-    cleanup_error kyb_error *derr = NULL;
-    if (kyb_rt_delete_leftover(req->global, req->delegate, req->create->id, &derr) < 0)
-      kyb_error_wrap(err, "removing the restored container failed too (%s) after",
-                     kyb_error_message(derr));
-    remove_quietly(top);
+    undo_restored(req, top, err);
     return -1;
   }
   remove_quietly(top);

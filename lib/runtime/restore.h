@@ -12,7 +12,12 @@
  *      links, so neither runc nor CRIU ever writes into the image (CRIU
  *      writes stats-restore into its images directory), and a private work
  *      directory <bundle>/kybernate-restore/work for CRIU's restore.log;
- *   5. record the restore marker (marker.h) so `start` becomes a no-op.
+ *   5. when the image holds GPU state (manifest `gpus` not empty): the GPU
+ *      map is built before anything is touched (gpu_restore.h: no driver,
+ *      too few GPUs or another model fail here), and after runc restore
+ *      every CUDA process of the restored container is GPU-restored (onto
+ *      the mapped GPUs) and unlocked; a failure there removes the container;
+ *   6. record the restore marker (marker.h) so `start` becomes a no-op.
  *
  * A failure leaves no container behind: when runc restore failed after it
  * created runc state, `<delegate> delete --force ID` runs before the error
@@ -60,6 +65,7 @@ typedef struct {
   const json_t *spec; /* the bundle's config.json */
   const char *ref;    /* checkpoint reference (decide.h) */
   const char *state_dir;
+  const char *gpu_driver; /* NULL: $KYBERNATE_LIBCUDA, else libcuda.so.1 */
 } kyb_rt_restore_req;
 
 typedef struct {
@@ -67,6 +73,11 @@ typedef struct {
   bool rootfs_partial; /* applying it failed midway: the rootfs is neither fresh nor restored */
   char *image_dir;     /* heap: the image used, once resolved */
   uint64_t resolve_ms, rootfs_ms, criu_ms;
+  size_t gpu_procs;      /* CUDA processes GPU-restored (0: no GPU state) */
+  size_t gpu_remapped;   /* GPUs that moved */
+  double gpu_restore_ms; /* the driver's restore phase over all processes */
+  double gpu_unlock_ms;  /* ... and its unlock phase */
+  double gpu_ms;         /* the whole GPU step: discovery, restore, unlock */
 } kyb_rt_restore_result;
 
 void kyb_rt_restore_result_clear(kyb_rt_restore_result *r);

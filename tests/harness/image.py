@@ -45,7 +45,9 @@ FORMAT_VERSION = "3"
 EPOCH = 1704067200
 CREATED = "2024-01-01T00:00:00Z"
 
-BUSYBOX = Path("/bin/busybox")
+# $KYB_TEST_BUSYBOX: another busybox-static binary, for hosts without the
+# package (the GPU machine: tests/gpu/run-on-device.sh carries one).
+BUSYBOX = Path(os.environ.get("KYB_TEST_BUSYBOX") or "/bin/busybox")
 
 APPLETS = sorted("""
     [ ash awk basename cat chmod chown cp cut date dd df dirname du echo env
