@@ -36,7 +36,23 @@
  *   gpu GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx <memory bytes> <model...>
  *   proc <pid> <RUNNING|LOCKED|CHECKPOINTED|FAILED> [uuid,uuid,...]
  *       (a CUDA process; without a list it sees every gpu line)
+ *   restored <comm> [uuid,uuid,...]
+ *       (a CUDA process that CRIU brought back: see below)
  *   fail <fault as above>
+ *
+ * Restored processes.  CRIU restores a process under a NEW host pid, and the
+ * real driver answers for it from the driver state that came back in its
+ * memory: CHECKPOINTED, seeing the GPUs it saw when it was checkpointed.  A
+ * double keyed by host pid cannot know that pid in advance, so a `restored`
+ * rule stands in for the memory: a live pid that has no `proc` line and
+ * whose /proc/<pid>/comm is <comm> (1..15 bytes, no blanks; CRIU restores
+ * the name) is adopted the first time any checkpoint call names it, as
+ * `proc <pid> CHECKPOINTED <uuids>` -- the listed GPUs (those of the
+ * checkpoint, which may be absent here: a restore must then remap them), or
+ * every gpu line when there is no list -- and the adoption is written back
+ * to the state file at once, whatever the call answers.  The rule stays and
+ * adopts every further such process; a pid with a `proc` line is never
+ * re-adopted.
  * Built with KYB_CUDA_DOUBLE_NO_CHECKPOINT_API it is a driver older than
  * CUDA 12.8: no cuCheckpointProcess* symbols, version 12040.
  */
@@ -60,6 +76,8 @@
 #define D_MAX_GPUS 16
 #define D_MAX_PROCS 256
 #define D_MAX_FAULTS 32
+#define D_MAX_RULES 16
+#define D_COMM_MAX 15 /* TASK_COMM_LEN - 1 */
 #define D_MAX_FILE (1u << 20)
 
 /* The exported ABI, declared here because the double has no header. */
@@ -95,6 +113,14 @@ typedef struct {
   kyb_cu_uuid gpus[D_MAX_GPUS]; /* every GPU the process could see */
 } d_proc;
 
+/* `restored <comm> [uuids]`: adopts a restored process (header comment). */
+typedef struct {
+  char comm[D_COMM_MAX + 1];
+  bool all_gpus; /* no list: every gpu line at adoption time */
+  size_t ngpus;
+  kyb_cu_uuid gpus[D_MAX_GPUS];
+} d_rule;
+
 typedef struct {
   char op[16];
   int pid; /* 0: any */
@@ -112,6 +138,8 @@ typedef struct {
   d_proc procs[D_MAX_PROCS];
   size_t nfaults;
   d_fault faults[D_MAX_FAULTS];
+  size_t nrules;
+  d_rule rules[D_MAX_RULES];
 } d_state;
 
 /* cuInit of this process; the real driver keeps the same per-process flag. */
@@ -303,6 +331,22 @@ static bool d_parse_line(d_state *s, char *line, int lineno) {
       u += len + (u[len] == ',');
     }
     s->nprocs++;
+  } else if (strcmp(line, "restored") == 0 && s->nrules < D_MAX_RULES) {
+    d_rule *rule = &s->rules[s->nrules];
+    char *save = NULL;
+    char *comm = strtok_r(rest, " \t", &save);
+    char *list = strtok_r(NULL, " \t", &save);
+    if (comm == NULL || strlen(comm) > D_COMM_MAX || strtok_r(NULL, " \t", &save) != NULL)
+      goto bad;
+    snprintf(rule->comm, sizeof(rule->comm), "%s", comm);
+    rule->all_gpus = list == NULL;
+    for (char *u = list; u != NULL && *u != '\0';) {
+      size_t len = strcspn(u, ",");
+      if (rule->ngpus == D_MAX_GPUS || !d_uuid_parse(u, len, &rule->gpus[rule->ngpus++]))
+        goto bad;
+      u += len + (u[len] == ',');
+    }
+    s->nrules++;
   } else if (strcmp(line, "fail") == 0 && s->nfaults < D_MAX_FAULTS) {
     if (!d_parse_fault(rest, &s->faults[s->nfaults++]))
       goto bad;
@@ -349,6 +393,16 @@ static char *d_serialize(const d_state *s, size_t *len) {
     }
     fputc('\n', f);
   }
+  for (size_t i = 0; i < s->nrules; i++) {
+    const d_rule *rule = &s->rules[i];
+    fprintf(f, "restored %s", rule->comm);
+    for (size_t j = 0; j < rule->ngpus; j++) {
+      char u[41];
+      d_uuid_format(&rule->gpus[j], u);
+      fprintf(f, "%c%s", j > 0 ? ',' : ' ', u);
+    }
+    fputc('\n', f);
+  }
   for (size_t i = 0; i < s->nfaults; i++) {
     const d_fault *x = &s->faults[i];
     fprintf(f, "fail %s", x->op);
@@ -367,6 +421,7 @@ static char *d_serialize(const d_state *s, size_t *len) {
 typedef struct {
   int fd;
   d_state *s;
+  bool dirty; /* changed beyond the call's own transition (an adoption) */
 } d_session;
 
 /* Opens and locks the shared state; false when there is none (no
@@ -374,6 +429,7 @@ typedef struct {
 static bool d_open(d_session *ss) {
   ss->fd = -1;
   ss->s = NULL;
+  ss->dirty = false;
   const char *path = getenv("KYB_CUDA_DOUBLE_STATE");
   if (path == NULL || path[0] == '\0')
     return false;
@@ -638,8 +694,45 @@ static int d_version(const d_state *s) {
   return (int)v;
 }
 
-/* Opens the state and finds the process; answers as the real driver did for
- * pids it has no CUDA state for.  Faults apply to known processes only. */
+/* A live pid without a `proc` line whose comm a `restored` rule names
+ * becomes a CHECKPOINTED CUDA process (header comment); NULL otherwise. */
+static d_proc *d_adopt(d_session *ss, int pid) {
+  d_state *s = ss->s;
+  if (s->nrules == 0 || s->nprocs == D_MAX_PROCS)
+    return NULL;
+  char path[64], comm[64] = "";
+  snprintf(path, sizeof(path), "/proc/%d/comm", pid);
+  FILE *f = fopen(path, "re");
+  if (f == NULL)
+    return NULL;
+  bool got = fgets(comm, sizeof(comm), f) != NULL;
+  fclose(f);
+  comm[strcspn(comm, "\n")] = '\0';
+  for (size_t i = 0; got && i < s->nrules; i++) {
+    const d_rule *rule = &s->rules[i];
+    if (strcmp(rule->comm, comm) != 0)
+      continue;
+    d_proc *p = &s->procs[s->nprocs++];
+    memset(p, 0, sizeof(*p));
+    p->pid = pid;
+    p->state = KYB_CU_PROCESS_STATE_CHECKPOINTED;
+    if (rule->all_gpus) {
+      for (size_t j = 0; j < s->ngpus; j++)
+        p->gpus[j] = s->gpus[j].uuid;
+      p->ngpus = s->ngpus;
+    } else {
+      memcpy(p->gpus, rule->gpus, sizeof(p->gpus));
+      p->ngpus = rule->ngpus;
+    }
+    ss->dirty = true;
+    return p;
+  }
+  return NULL;
+}
+
+/* Opens the state and finds the process (adopting a restored one); answers
+ * as the real driver did for pids it has no CUDA state for.  Faults apply
+ * to known processes only. */
 static kyb_curesult d_begin(d_session *ss, const char *op, int pid, d_proc **proc) {
   *proc = NULL;
   if (!d_open(ss))
@@ -652,6 +745,8 @@ static kyb_curesult d_begin(d_session *ss, const char *op, int pid, d_proc **pro
     if (ss->s->procs[i].pid == pid)
       *proc = &ss->s->procs[i];
   if (*proc == NULL)
+    *proc = d_adopt(ss, pid);
+  if (*proc == NULL)
     return KYB_CUDA_ERROR_NOT_INITIALIZED; /* never called cuInit */
   kyb_curesult r = KYB_CUDA_SUCCESS;
   if (d_fault_hit(ss->s, op, pid, &r))
@@ -662,7 +757,8 @@ static kyb_curesult d_begin(d_session *ss, const char *op, int pid, d_proc **pro
 static kyb_curesult d_end(d_session *ss, const char *op, int pid, kyb_curesult r, const char *extra,
                           bool changed) {
   d_log(ss->s, op, pid, r, extra);
-  d_close(ss, changed && r == KYB_CUDA_SUCCESS);
+  /* A failed call changes no state, but an adoption stays. */
+  d_close(ss, (changed && r == KYB_CUDA_SUCCESS) || ss->dirty);
   return r;
 }
 

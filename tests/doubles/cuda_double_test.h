@@ -147,6 +147,36 @@ static inline pid_t spawn_sleeper(void) {
   return pid;
 }
 
+/* A sleeper (as above) whose comm is `name` (at most 15 bytes) by the time
+ * this returns: what the double's `restored <comm>` rule matches.  -1 on
+ * failure. */
+static inline pid_t spawn_named_sleeper(const char *name) {
+  int fds[2];
+  if (pipe(fds) < 0)
+    return -1;
+  pid_t pid = fork();
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    prctl(PR_SET_NAME, name, 0, 0, 0);
+    close(fds[0]);
+    if (write(fds[1], "x", 1) < 0)
+      _exit(1);
+    close(fds[1]);
+    for (;;)
+      pause();
+  }
+  close(fds[1]);
+  char c;
+  ssize_t n = pid > 0 ? read(fds[0], &c, 1) : -1;
+  close(fds[0]);
+  if (pid > 0 && n != 1) {
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    return -1;
+  }
+  return pid;
+}
+
 /* A pid no process has right now. */
 static inline pid_t unused_pid(void) {
   pid_t pid = 4190000;
