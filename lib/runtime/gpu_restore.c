@@ -65,6 +65,19 @@ static int parse_recorded(const json_t *o, size_t i, kyb_cuda_gpu *out, kyb_erro
   return 0;
 }
 
+/* A GPU listed twice would pair one old GPU with two new ones, a map the
+ * driver refuses only after runc restore: refuse it here. */
+static int check_unique(const kyb_cuda_gpu *gpus, size_t i, kyb_error **err) {
+  for (size_t j = 0; j < i; j++)
+    if (memcmp(&gpus[j].uuid, &gpus[i].uuid, sizeof(kyb_cu_uuid)) == 0) {
+      char u[KYB_CUDA_UUID_STRLEN + 1];
+      kyb_cuda_uuid_format(&gpus[i].uuid, u);
+      return kyb_error_set(err, EINVAL, "manifest gpus[%zu].uuid: %s is gpus[%zu] already", i, u,
+                           j);
+    }
+  return 0;
+}
+
 /* The GPUs the new container may use are taken to be every GPU this
  * process's driver lists.  Narrowing that to the container's own devices
  * (linux.devices /dev/nvidiaN, or NVIDIA_VISIBLE_DEVICES) is not done yet:
@@ -112,7 +125,8 @@ int kyb_rt_gpu_prepare(const json_t *manifest, const char *driver_path, kyb_rt_g
   }
   g->nrecorded = n;
   for (size_t i = 0; i < n; i++)
-    if (parse_recorded(json_array_get(gpus, i), i, &g->recorded[i], err) < 0) {
+    if (parse_recorded(json_array_get(gpus, i), i, &g->recorded[i], err) < 0 ||
+        check_unique(g->recorded, i, err) < 0) {
       kyb_rt_gpu_free(g);
       return -1;
     }
