@@ -89,12 +89,16 @@ say "machine:"; sed 's/^/    /' "$out/machine.txt"
 bundle=$carry/bundle-gpu
 [ -f "$bundle/MANIFEST" ] || bundle=$carry/bundle
 [ -f "$bundle/MANIFEST" ] || die "no bundle in $carry (tests/gpu/prepare-carry.sh makes it)"
-if ! command -v containerd >/dev/null || ! command -v criu >/dev/null; then
+if [ -f "$prefix/.kybernate-prefix" ]; then
+  # shellcheck disable=SC1091
+  . "$prefix/env.sh" # installed by an earlier call on this machine
+elif ! command -v containerd >/dev/null || ! command -v criu >/dev/null; then
   say "installing the runtime from $bundle into $prefix"
+  rm -rf "$prefix" # a half-made prefix of an earlier, failed call
   # --criu-config yes: "network-lock nftables" in /etc/criu/default.conf --
   # iptables-restore through the nft backend fails on this kernel for a
   # container with its own network namespace (docs/gpu.md, "CRIU's network lock").
-  "$bundle/setup" --from-bundle "$bundle" --prefix "$prefix" --criu-config yes \
+  "$bundle/setup" --from-bundle "$bundle" --prefix "$prefix" --criu-config yes --netfilter no \
     >"$out/setup.log" 2>&1 || { tail -n 30 "$out/setup.log"; die "setup --from-bundle failed"; }
   tail -n 3 "$out/setup.log" | sed 's/^/    /'
   # shellcheck disable=SC1091
@@ -321,5 +325,8 @@ fi
   tail -n +2 "$out/results.tsv" | awk -F'\t' '$1 != "rollback" {printf "| %s | %s | %s | %s | %s | %s | %s | %s | %d | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9 / 1048576, $10, $11, $12, $13} $1 == "rollback" {printf "| rollback (CRIU dump fails after GPU checkpoint) | %s | %s | | | | | | | | | | |\n", $2, $3}'
 } >"$out/summary.md"
 cat "$out/summary.md"
+# per-case files in one archive (the device tool brings back few files)
+(cd "$out" && ls | grep -vE '^(run\.log|results\.tsv|summary\.md|machine\.txt|setup\.log|cases\.tar\.gz)$' |
+  tar -czf cases.tar.gz -T - --remove-files 2>/dev/null) || true
 say "done: $failures failure(s)"
 [ "$failures" -eq 0 ]
