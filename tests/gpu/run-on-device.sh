@@ -10,6 +10,8 @@
 #                 checked and bumped each iteration ("iter K ok")
 #        torch -- tests/gpu/torch_check.py with the machine's python3 and
 #                 PyTorch: N GiB tensor + matmul checksum ("step K ok")
+#        multi -- a shell (not a CUDA process) with two vram_check children
+#                 of N GiB each (lines tagged a and b)
 #   2. `kybernate checkpoint` (GPU lock -> VRAM to host -> containerd
 #      Tasks.Checkpoint; the container stops);
 #   3. `kybernate restore` into a NEW container through kybernate-runc (runc
@@ -24,7 +26,7 @@
 # with correct data.
 #
 # Usage (root):
-#   tests/gpu/run-on-device.sh [--sizes "1 4 16"] [--workloads "vram torch"]
+#   tests/gpu/run-on-device.sh [--sizes "1 4 16"] [--workloads "vram torch multi"]
 #                              [--rollback yes|no|only] [--carry DIR] [--out DIR]
 #                              [--cpu-only]
 #   --carry  what tests/gpu/prepare-carry.sh made (default: <repo>/.device)
@@ -174,21 +176,32 @@ if [ "$cpu_only" -eq 0 ]; then
   say "devices: ${dev_args[*]}; libcuda in $cudadir"
 fi
 
-# workload command line and its progress pattern
+# workload command line (into the array WL) and its progress lines
 wl_cmd() { # KIND GIB
   case "$1" in
-    vram) echo "/kyb/vram_check $2 200" ;;
-    torch) echo "$(command -v python3) /kyb/torch_check.py $2 0.2" ;;
-    counter) echo "/usr/bin/counter --mem $(($2 * 256)) --file /data/state --interval 200" ;;
+    vram) WL=(/kyb/vram_check "$2" 200) ;;
+    torch) WL=("$(command -v python3)" /kyb/torch_check.py "$2" 0.2) ;;
+    # two CUDA processes under a non-CUDA init (a shell): lock both, then
+    # checkpoint both; restore both, then unlock both
+    multi) WL=(/bin/sh -c "/kyb/vram_check $2 200 a & /kyb/vram_check $2 200 b & wait") ;;
+    counter) WL=(/usr/bin/counter --mem $(($2 * 256)) --file /data/state --interval 200) ;;
   esac
 }
-wl_re() { case "$1" in vram) echo '^iter [0-9]+ ok' ;; torch) echo '^step [0-9]+ ok' ;; counter) echo '^count [0-9]+$' ;; esac; }
-last_iter() { grep -E "$(wl_re "$1")" "$2" 2>/dev/null | tail -n 1 | awk '{print $2}'; }
-first_iter() { grep -E "$(wl_re "$1")" "$2" 2>/dev/null | head -n 1 | awk '{print $2}'; }
-wait_iter() { # KIND LOG N SECONDS: until the log shows iteration >= N
+wl_tags() { case "$1" in multi) echo "a b" ;; *) echo "-" ;; esac; }
+wl_re() { # KIND TAG
+  case "$1" in
+    vram) echo '^iter [0-9]+ ok' ;;
+    torch) echo '^step [0-9]+ ok' ;;
+    multi) echo "^iter [0-9]+ ok.* tag $2\$" ;;
+    counter) echo '^count [0-9]+$' ;;
+  esac
+}
+last_iter() { grep -E "$(wl_re "$1" "${3:--}")" "$2" 2>/dev/null | tail -n 1 | awk '{print $2}'; }
+first_iter() { grep -E "$(wl_re "$1" "${3:--}")" "$2" 2>/dev/null | head -n 1 | awk '{print $2}'; }
+wait_iter() { # KIND LOG N SECONDS [TAG]: until the log shows iteration >= N
   local i v
   for i in $(seq 1 $(($4 * 5))); do
-    v=$(last_iter "$1" "$2")
+    v=$(last_iter "$1" "$2" "${5:--}")
     [ -n "$v" ] && [ "$v" -ge "$3" ] && return 0
     grep -q CORRUPT "$2" 2>/dev/null && return 1
     sleep 0.2
@@ -199,10 +212,10 @@ run_wl() { # KIND GIB ID LOG
   local kind=$1 gib=$2 id=$3 log=$4
   local extra=()
   [ "$cpu_only" -eq 0 ] && extra=("${dev_args[@]}" "${mount_args[@]}" "${env_args[@]}")
-  # shellcheck disable=SC2046
+  wl_cmd "$kind" "$gib"
   ctr --address "$KYB_NODE_SOCKET" -n default run -d --runc-root "$KYB_NODE_RUNC_ROOT" \
     --cgroup "$KYB_NODE_CGROUP_PARENT/$id" --log-uri "file://$log" "${extra[@]}" \
-    "$KYB_NODE_BUSYBOX_IMAGE" "$id" $(wl_cmd "$kind" "$gib")
+    "$KYB_NODE_BUSYBOX_IMAGE" "$id" "${WL[@]}"
 }
 drop() { # ID: kill and delete a container and its task
   ctr --address "$KYB_NODE_SOCKET" -n default task kill -s KILL "$1" >/dev/null 2>&1
@@ -228,9 +241,12 @@ run_case() { # KIND GIB
   say "=== $kind, $gib GiB ==="
   drop "$id"; drop "$id2"; rm -f "$log1" "$log2"
   run_wl "$kind" "$gib" "$id" "$log1" || { fail "$kind $gib GiB: container did not start"; return; }
-  if ! wait_iter "$kind" "$log1" 3 240; then
-    fail "$kind $gib GiB: workload did not reach iteration 3"; tail -n 5 "$log1"; drop "$id"; return
-  fi
+  local tag
+  for tag in $(wl_tags "$kind"); do
+    if ! wait_iter "$kind" "$log1" 3 240 "$tag"; then
+      fail "$kind $gib GiB: workload did not reach iteration 3"; tail -n 5 "$log1"; drop "$id"; return
+    fi
+  done
   say "$(head -n 1 "$log1")"
   local t0 t1 t2
   t0=$(date +%s.%N)
@@ -238,11 +254,14 @@ run_case() { # KIND GIB
     fail "$kind $gib GiB: checkpoint failed: $(tail -n 5 "$out/$id.checkpoint.err")"; drop "$id"; return
   fi
   t1=$(date +%s.%N)
-  local last; last=$(last_iter "$kind" "$log1")
+  local ckpt_s; ckpt_s=$(sub "$t1" "$t0")
+  local last="" t lasts=()
+  for t in $(wl_tags "$kind"); do lasts+=("$(last_iter "$kind" "$log1" "$t")"); done
+  last=${lasts[0]}
   local manifest=$store_dir/$name/manifest.json
   local bytes; bytes=$(du -sb "$store_dir/$name" | cut -f1)
   say "checkpoint: $(grep -h 'GPU checkpoint' "$out/$id.checkpoint.err" | tail -n 1 | sed 's/.*GPU/GPU/')"
-  say "checkpoint took $(sub "$t1" "$t0") s, image $((bytes / 1048576)) MiB, last iteration $last"
+  say "checkpoint took $ckpt_s s, image $((bytes / 1048576)) MiB, last iteration ${lasts[*]}"
   drop "$id"
   t1=$(date +%s.%N)
   if ! kyb restore "$name" --name "$id2" --log "$log2" --runc-root "$KYB_NODE_RUNC_ROOT" \
@@ -252,18 +271,23 @@ run_case() { # KIND GIB
   t2=$(date +%s.%N)
   local line; line=$(runc_log_of "$id2")
   say "kybernate-runc: ${line##*create }"
-  local first=""
+  local first="" i=0 f
   if [ "$result" = ok ]; then
-    if ! wait_iter "$kind" "$log2" $((last + 5)) 120; then
-      fail "$kind $gib GiB: restored workload did not go on to iteration $((last + 5))"
-      tail -n 5 "$log2"; result=fail
-    fi
-    first=$(first_iter "$kind" "$log2")
-    if [ "$first" != "$((last + 1))" ]; then
-      fail "$kind $gib GiB: restored workload began at iteration '$first', want $((last + 1))"; result=fail
-    fi
+    for t in $(wl_tags "$kind"); do
+      local l=${lasts[$i]}
+      i=$((i + 1))
+      if ! wait_iter "$kind" "$log2" $((l + 5)) 120 "$t"; then
+        fail "$kind $gib GiB: restored workload ($t) did not go on to iteration $((l + 5))"
+        tail -n 5 "$log2"; result=fail
+      fi
+      f=$(first_iter "$kind" "$log2" "$t")
+      [ -n "$first" ] || first=$f
+      if [ "$f" != "$((l + 1))" ]; then
+        fail "$kind $gib GiB: restored workload ($t) began at iteration '$f', want $((l + 1))"; result=fail
+      fi
+    done
     if grep -q CORRUPT "$log2"; then fail "$kind $gib GiB: $(grep CORRUPT "$log2")"; result=fail; fi
-    [ "$result" = ok ] && say "PASS: new container went on at iteration $first (old one stopped at $last): $(tail -n 1 "$log2")"
+    [ "$result" = ok ] && say "PASS: new container went on at iteration $first (old one stopped at $last)${lasts[1]:+ and ${lasts[1]}+1 for the second process}: $(tail -n 1 "$log2")"
   fi
   ms() { echo "$line" | sed -n "s/.*$1 \([0-9.]*\) ms.*/\1/p"; }
   local gpu_r gpu_u
@@ -272,7 +296,7 @@ run_case() { # KIND GIB
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\t%s\t%s\t%s\t%s\t%.1f\t%s\t%s\n' "$kind" "$gib" "$result" \
     "$(json_num "$manifest" gpu_lock)" "$(json_num "$manifest" gpu_checkpoint)" \
     "$(json_num "$manifest" criu_dump)" "$(json_num "$manifest" package)" \
-    "$(sub "$t1" "$t0")" "$bytes" "$(ms 'runc restore')" "${gpu_r:-}" "${gpu_u:-}" \
+    "$ckpt_s" "$bytes" "$(ms 'runc restore')" "${gpu_r:-}" "${gpu_u:-}" \
     "$(sub "$t2" "$t1")" "$last" "$first" >>"$out/results.tsv"
   cp "$manifest" "$out/$id.manifest.json" 2>/dev/null
   drop "$id2"

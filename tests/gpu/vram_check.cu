@@ -1,13 +1,14 @@
 // vram_check: a CUDA workload whose VRAM content is checked word by word on
 // every iteration, to prove that a checkpoint/restore kept every byte.
 //
-//   vram_check [GIB] [INTERVAL_MS]      (defaults: 1 GiB, 200 ms)
+//   vram_check [GIB] [INTERVAL_MS] [TAG]   (defaults: 1 GiB, 200 ms, no tag)
 //
 // Allocates GIB GiB with cudaMalloc (device memory, not managed memory), fills
 // it with a pattern that depends on each word's index, then loops: iteration K
 // checks that every word equals pattern(i) + K and bumps it to
 // pattern(i) + K + 1, all on the GPU; the host reads back the error count.
-// Prints "iter K ok" (flushed) per iteration, or "CORRUPT iter K ..." and exits 2.
+// Prints "iter K ok" (flushed) per iteration, or "CORRUPT iter K ..." and exits 2;
+// with a TAG every line ends in " tag TAG" (several processes, one log).
 // The host-side iteration counter and the device buffer move through a
 // checkpoint together, so a restored process must go on with "iter K+1 ok".
 //
@@ -68,6 +69,9 @@ static double now_s(void) {
 int main(int argc, char **argv) {
   double gib = argc > 1 ? atof(argv[1]) : 1.0;
   long interval_ms = argc > 2 ? atol(argv[2]) : 200;
+  const char *tag = argc > 3 ? argv[3] : NULL;
+  char suffix[64] = "";
+  if (tag != NULL) snprintf(suffix, sizeof suffix, " tag %.40s", tag);
   uint64_t bytes = (uint64_t)(gib * 1024.0 * 1024.0 * 1024.0);
   uint64_t n = bytes / sizeof(uint64_t);
   setvbuf(stdout, NULL, _IOLBF, 0);
@@ -83,8 +87,8 @@ int main(int argc, char **argv) {
   fill<<<blocks, threads>>>(w, n);
   CK(cudaGetLastError());
   CK(cudaDeviceSynchronize());
-  printf("start pid %d gpu \"%s\" words %llu bytes %llu (%.2f GiB) t %.3f\n", (int)getpid(),
-         prop.name, (unsigned long long)n, (unsigned long long)(n * 8), gib, now_s());
+  printf("start pid %d gpu \"%s\" words %llu bytes %llu (%.2f GiB) t %.3f%s\n", (int)getpid(),
+         prop.name, (unsigned long long)n, (unsigned long long)(n * 8), gib, now_s(), suffix);
 
   for (uint64_t k = 0;; k++) {
     unsigned long long errors = 0, first = 0;
@@ -96,12 +100,12 @@ int main(int argc, char **argv) {
     CK(cudaMemcpy(&first, d_first, sizeof first, cudaMemcpyDeviceToHost));
     double t1 = now_s();
     if (errors) {
-      printf("CORRUPT iter %llu errors %llu of %llu words, first bad word %llu t %.3f\n",
-             (unsigned long long)k, errors, (unsigned long long)n, first, t1);
+      printf("CORRUPT iter %llu errors %llu of %llu words, first bad word %llu t %.3f%s\n",
+             (unsigned long long)k, errors, (unsigned long long)n, first, t1, suffix);
       return 2;
     }
-    printf("iter %llu ok words %llu kernel_ms %.1f t %.3f\n", (unsigned long long)k,
-           (unsigned long long)n, (t1 - t0) * 1e3, t1);
+    printf("iter %llu ok words %llu kernel_ms %.1f t %.3f%s\n", (unsigned long long)k,
+           (unsigned long long)n, (t1 - t0) * 1e3, t1, suffix);
     if (interval_ms > 0) usleep((useconds_t)interval_ms * 1000);
   }
 }
