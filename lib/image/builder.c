@@ -176,7 +176,9 @@ int kyb_image_builder_set_versions(kyb_image_builder *b, const kyb_image_version
 
 int kyb_image_builder_set_options(kyb_image_builder *b, const kyb_image_options *o,
                                   kyb_error **err) {
-  if (!put(b->m, "options", json_pack("{s:b}", "leaveRunning", o->leave_running)))
+  if (!put(b->m, "options",
+           json_pack("{s:b, s:b, s:b, s:b}", "leaveRunning", o->leave_running, "tcpEstablished",
+                     o->tcp_established, "extUnixSk", o->ext_unix_sk, "fileLocks", o->file_locks)))
     return kyb_error_set(err, ENOMEM, "image options");
   return 0;
 }

@@ -110,6 +110,11 @@ typedef struct kyb_image_versions {
 
 typedef struct kyb_image_options {
   bool leave_running;
+  /* CRIU dump options a restore must repeat (runc restore takes the same
+   * flags): established TCP connections, external unix sockets, file locks. */
+  bool tcp_established;
+  bool ext_unix_sk;
+  bool file_locks;
 } kyb_image_options;
 
 typedef struct kyb_image_builder kyb_image_builder;

@@ -132,11 +132,14 @@ static bool phase_valid(const char *k) {
 }
 
 static int check_misc(const json_t *m, kyb_error **err) {
-  json_t *gpus = NULL, *timings = NULL, *opts = NULL, *lr = NULL;
+  json_t *gpus = NULL, *timings = NULL, *opts = NULL, *lr = NULL, *o2 = NULL;
   if (member(m, "gpus", "gpus", JSON_ARRAY, true, &gpus, err) < 0 ||
       member(m, "timings", "timings", JSON_OBJECT, true, &timings, err) < 0 ||
       member(m, "options", "options", JSON_OBJECT, true, &opts, err) < 0 ||
-      member(opts, "leaveRunning", "options.leaveRunning", JSON_TRUE, false, &lr, err) < 0)
+      member(opts, "leaveRunning", "options.leaveRunning", JSON_TRUE, false, &lr, err) < 0 ||
+      member(opts, "tcpEstablished", "options.tcpEstablished", JSON_TRUE, false, &o2, err) < 0 ||
+      member(opts, "extUnixSk", "options.extUnixSk", JSON_TRUE, false, &o2, err) < 0 ||
+      member(opts, "fileLocks", "options.fileLocks", JSON_TRUE, false, &o2, err) < 0)
     return -1;
   if (json_array_size(gpus) > GPUS_MAX)
     return field_error(err, "gpus", "lists too many GPUs");

@@ -282,7 +282,10 @@ static int record_versions(op_ctx *c, kyb_error **err) {
 }
 
 static int set_options(op_ctx *c, kyb_error **err) {
-  kyb_image_options io = {.leave_running = c->opts->leave_running};
+  kyb_image_options io = {.leave_running = c->opts->leave_running,
+                          .tcp_established = c->opts->open_tcp,
+                          .ext_unix_sk = c->opts->external_unix_sockets,
+                          .file_locks = c->opts->file_locks};
   return kyb_image_builder_set_options(c->builder, &io, err);
 }
 

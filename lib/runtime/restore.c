@@ -253,10 +253,21 @@ static char *keep_failed_log(const char *state_dir, const char *id, const char *
   return path;
 }
 
-static int run_restore(const kyb_rt_restore_req *req, const char *images, const char *work,
-                       kyb_error **err) {
-  kyb_runc_restore_paths p = {
-      .delegate = req->delegate, .bundle = req->bundle, .image_path = images, .work_path = work};
+/* A dump option from the manifest's "options" (validated by the loader;
+ * images written before it was recorded lack it: false). */
+static bool dump_option(const json_t *manifest, const char *key) {
+  return json_is_true(json_object_get(json_object_get(manifest, "options"), key));
+}
+
+static int run_restore(const kyb_rt_restore_req *req, const json_t *manifest, const char *images,
+                       const char *work, kyb_error **err) {
+  kyb_runc_restore_paths p = {.delegate = req->delegate,
+                              .bundle = req->bundle,
+                              .image_path = images,
+                              .work_path = work,
+                              .tcp_established = dump_option(manifest, "tcpEstablished"),
+                              .ext_unix_sk = dump_option(manifest, "extUnixSk"),
+                              .file_locks = dump_option(manifest, "fileLocks")};
   cleanup_free const char **argv = NULL;
   if (kyb_runc_restore_argv(req->global, req->create, &p, &argv, err) < 0)
     return -1;
@@ -395,7 +406,7 @@ static int restore_prepared(const kyb_rt_restore_req *req, kyb_rt_restore_result
   res->rootfs_ms = now_ms() - t0;
 
   t0 = now_ms();
-  if (run_restore(req, images, work, err) < 0) {
+  if (run_restore(req, manifest, images, work, err) < 0) {
     remove_quietly(top);
     return -1;
   }

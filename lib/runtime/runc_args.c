@@ -354,6 +354,12 @@ int kyb_runc_restore_argv(const kyb_runc_cmdline *g, const kyb_runc_create_args 
   push(&b, p->image_path);
   push(&b, "--work-path");
   push(&b, p->work_path);
+  if (p->tcp_established)
+    push(&b, "--tcp-established");
+  if (p->ext_unix_sk)
+    push(&b, "--ext-unix-sk");
+  if (p->file_locks)
+    push(&b, "--file-locks");
   for (size_t i = 0; i < c->nunknown; i++)
     push(&b, c->unknown[i]);
   push(&b, c->id);

@@ -104,6 +104,10 @@ typedef struct {
   const char *bundle; /* absolute */
   const char *image_path;
   const char *work_path;
+  /* the dump's CRIU options (manifest "options"), repeated on restore */
+  bool tcp_established;
+  bool ext_unix_sk;
+  bool file_locks;
 } kyb_runc_restore_paths;
 
 int kyb_runc_restore_argv(const kyb_runc_cmdline *g, const kyb_runc_create_args *c,

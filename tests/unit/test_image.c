@@ -70,7 +70,7 @@ static char *make_image(const char *name) {
   kyb_image_versions v = {.kybernate = "0.1.0", .criu = "4.1.1", .runc = "1.1.5"};
   assert_int_equal(kyb_image_builder_set_versions(b, &v, &err), 0);
   assert_int_equal(kyb_image_builder_set_timing(b, "criu_dump", 1200, &err), 0);
-  kyb_image_options o = {.leave_running = true};
+  kyb_image_options o = {.leave_running = true, .tcp_established = true};
   assert_int_equal(kyb_image_builder_set_options(b, &o, &err), 0);
   cleanup_free char *digest = NULL;
   assert_int_equal(kyb_image_builder_finish(b, &digest, &err), 0);
@@ -107,6 +107,8 @@ static void test_build_load_verify(void **state) {
   assert_int_equal(json_integer_value(json_object_get(t, "criu_dump")), 1200);
   assert_non_null(json_object_get(t, "package"));
   assert_true(json_is_true(json_object_get(json_object_get(m, "options"), "leaveRunning")));
+  assert_true(json_is_true(json_object_get(json_object_get(m, "options"), "tcpEstablished")));
+  assert_true(json_is_false(json_object_get(json_object_get(m, "options"), "fileLocks")));
   assert_null(json_object_get(m, "rootfs"));
   cleanup_json json_t *m2 = NULL;
   assert_int_equal(kyb_image_load_manifest(dir, &m2, &err), 0);

@@ -341,6 +341,44 @@ static void test_restore_argv_minimal(void **state) {
   kyb_runc_create_args_clear(&a);
 }
 
+/* The dump's CRIU options come back on restore, before the container id. */
+static void test_restore_argv_dump_options(void **state) {
+  (void)state;
+  char *argv[] = {"kybernate-runc", "create"};
+  char *cargs[] = {"id"};
+  cleanup_error kyb_error *err = NULL;
+  kyb_runc_cmdline g;
+  kyb_runc_create_args a;
+  assert_int_equal(kyb_runc_cmdline_parse(ARGC(argv), argv, &g, &err), 0);
+  assert_int_equal(kyb_runc_create_parse(ARGC(cargs), cargs, &a, &err), 0);
+  kyb_runc_restore_paths p = {.delegate = "runc",
+                              .bundle = "/cwd",
+                              .image_path = "/i",
+                              .work_path = "/w",
+                              .tcp_established = true,
+                              .ext_unix_sk = true,
+                              .file_locks = true};
+  cleanup_free const char **out = NULL;
+  assert_int_equal(kyb_runc_restore_argv(&g, &a, &p, &out, &err), 0);
+  const char *const want[] = {"runc",
+                              "restore",
+                              "--detach",
+                              "--bundle",
+                              "/cwd",
+                              "--no-subreaper",
+                              "--image-path",
+                              "/i",
+                              "--work-path",
+                              "/w",
+                              "--tcp-established",
+                              "--ext-unix-sk",
+                              "--file-locks",
+                              "id",
+                              NULL};
+  assert_argv(out, want);
+  kyb_runc_create_args_clear(&a);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_shim_create_line),
@@ -352,6 +390,7 @@ int main(void) {
       cmocka_unit_test(test_id_valid),
       cmocka_unit_test(test_restore_argv),
       cmocka_unit_test(test_restore_argv_minimal),
+      cmocka_unit_test(test_restore_argv_dump_options),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
