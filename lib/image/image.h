@@ -77,6 +77,12 @@ int kyb_image_manifest_validate(const json_t *m, kyb_error **err);
  * what was verified instead of reading it a second time. */
 int kyb_image_verify(const char *dir, json_t **manifest_out, kyb_error **err);
 
+/* The same without hashing: manifest valid, exactly the listed files, each
+ * of its size.  For an image this process has just built and hashed (the
+ * store's publish), where hashing every byte a second time would only cost
+ * time (about 1 s per GiB, bench/results/gpu-h200-2026-12-01.md). */
+int kyb_image_verify_layout(const char *dir, json_t **manifest_out, kyb_error **err);
+
 /* "sha256:<hex>" of <dir>/manifest.json: the image's digest (the manifest
  * pins every other file). */
 int kyb_image_digest(const char *dir, char **out, kyb_error **err);

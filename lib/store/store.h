@@ -75,7 +75,8 @@ const char *kyb_staging_name(const kyb_staging *st);
 /* Releases the handle; a staging directory not published is removed. */
 void kyb_staging_free(kyb_staging *st);
 
-/* Verifies the staged image (kyb_image_verify; its manifest's name must be
+/* Checks the staged image (kyb_image_verify_layout: the builder hashed it
+ * already; its manifest's name must be
  * the staged name) and publishes it atomically.  EEXIST when the name was
  * taken meanwhile; the staging directory is then left for kyb_staging_free. */
 int kyb_store_put(kyb_store *s, kyb_staging *st, kyb_error **err);

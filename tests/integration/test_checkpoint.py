@@ -259,7 +259,8 @@ def test_checkpoint_leave_running(node, kyb, store):
     assert vers["containerd"] == re.search(r"Version:\s+(\S+)", server).group(1), vers
     assert vers["kybernate"] == kyb("--version").stdout.split()[-1], vers
     assert man["gpus"] == []
-    assert man["options"] == {"leaveRunning": True}
+    assert man["options"] == {"leaveRunning": True, "tcpEstablished": False, "extUnixSk": False,
+                              "fileLocks": False}
 
     # files: sorted, exactly what is on disk, sizes and digests right.
     files = man["files"]
@@ -297,13 +298,15 @@ def test_checkpoint_stops_container(node, kyb, store):
     log, _ = start_counter(node, "c2", "--file", "/data/state", mem=64)
     pid = node.tasks()["c2"][0]
 
-    r = kyb("checkpoint", "c2", "--name", "stopped", store=store.uri, node=node)
+    # --file-locks: the dump option is recorded for the restore to repeat.
+    r = kyb("checkpoint", "c2", "--name", "stopped", "--file-locks", store=store.uri, node=node)
 
     # The image exists and verifies, whatever the exit code said.
     assert store.entries() == ["stopped"], (store.entries(), r.stderr)
     v = kyb("images", "verify", "stopped", store=store.uri)
     assert v.returncode == 0, v.stderr
-    assert inspect(kyb, f"{store.uri}/stopped")["options"] == {"leaveRunning": False}
+    assert inspect(kyb, f"{store.uri}/stopped")["options"] == {
+        "leaveRunning": False, "tcpEstablished": False, "extUnixSk": False, "fileLocks": True}
     # The task ends STOPPED and its process is gone.
     wait_for(lambda: task_status(node, "c2") == "STOPPED", 30, "task c2 STOPPED")
     wait_for(lambda: not procs.alive(pid), 30, f"pid {pid} gone")

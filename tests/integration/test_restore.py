@@ -59,8 +59,8 @@ def start_counter(node, cid):
     return log
 
 
-def checkpoint(build_dir, node, store, cid, name):
-    r = kyb(build_dir, node, store, "checkpoint", cid, "--name", name)
+def checkpoint(build_dir, node, store, cid, name, *extra):
+    r = kyb(build_dir, node, store, "checkpoint", cid, "--name", name, *extra)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == f"file://{store}/{name}"
 
@@ -122,7 +122,11 @@ def test_restore_twice(build_dir, rnode, store):
     log1 = rnode.logs_dir / "c1.log"
     restore(build_dir, rnode, store, "gen1", "c1", log1)
     wait_for(lambda: len(counts(log1)) >= 5, 30, "c1 counting")
-    checkpoint(build_dir, rnode, store, "c1", "gen2")
+    # With CRIU dump options: the manifest records them and kybernate-runc
+    # repeats them on `runc restore` (CRIU insists on matching options).
+    checkpoint(build_dir, rnode, store, "c1", "gen2", "--file-locks", "--ext-unix-sk")
+    opts = json.loads((Path(str(store)) / "gen2" / "manifest.json").read_text())["options"]
+    assert opts["fileLocks"] is True and opts["extUnixSk"] is True, opts
     log2 = rnode.logs_dir / "c2.log"
     pid2 = restore(build_dir, rnode, store, "gen2", "c2", log2)
     # The second generation goes on from the first restored container.

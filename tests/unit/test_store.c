@@ -242,14 +242,30 @@ static void test_corrupt_not_published(void **state) {
   kyb_staging *st = stage_image(s, "corrupt", "corrupt");
   cleanup_free char *f = kyb_path_join(kyb_staging_path(st), "criu/pages-1.img");
   cleanup_close int fd = open(f, O_RDWR);
-  assert_int_equal(pwrite(fd, "X", 1, 3), 1);
+  /* put checks the layout (the builder hashed every file just before): a
+   * file whose size changed after the build is refused... */
+  assert_int_equal(pwrite(fd, "XYZ", 3, 1 << 20), 3);
   assert_int_equal(kyb_store_put(s, st, &err), -1);
   assert_int_equal(kyb_error_code(err), EBADMSG);
-  assert_non_null(strstr(kyb_error_message(err), "criu/pages-1.img has sha256"));
+  assert_non_null(strstr(kyb_error_message(err), "criu/pages-1.img is "));
   kyb_error_clear(&err);
   kyb_staging_free(st);
   cleanup_free char *p = kyb_path_join(dir, "corrupt");
   assert_int_equal(access(p, F_OK), -1);
+  /* ...while a same-size flip after the build is caught where it matters:
+   * the full verification every restore runs before using an image. */
+  kyb_staging *fl = stage_image(s, "flipped", "flipped");
+  cleanup_free char *ff = kyb_path_join(kyb_staging_path(fl), "criu/pages-1.img");
+  cleanup_close int ffd = open(ff, O_RDWR);
+  assert_int_equal(pwrite(ffd, "X", 1, 3), 1);
+  assert_int_equal(kyb_store_put(s, fl, &err), 0);
+  kyb_staging_free(fl);
+  cleanup_free char *fp = kyb_path_join(dir, "flipped");
+  assert_int_equal(kyb_image_verify(fp, NULL, &err), -1);
+  assert_int_equal(kyb_error_code(err), EBADMSG);
+  assert_non_null(strstr(kyb_error_message(err), "criu/pages-1.img has sha256"));
+  kyb_error_clear(&err);
+  assert_int_equal(kyb_store_delete(s, "flipped", &err), 0);
   /* A published image damaged later is listed with its error, not hidden. */
   publish(s, "later");
   cleanup_free char *m = kyb_path_join(dir, "later/manifest.json");
