@@ -35,7 +35,10 @@ typedef int (*kyb_pack_sink_fn)(void *ud, const void *buf, size_t len, kyb_error
 
 typedef struct {
   int level;   /* zstd level 1..19; 0 = KYB_PACK_DEFAULT_LEVEL */
-  int threads; /* zstd worker threads; 0 = one per online CPU, at most 8 */
+  int threads; /* 1: compress in the calling thread; N > 1: N zstd workers beside it
+                * (the caller reads, hashes and sinks meanwhile); 0 = one per online
+                * CPU, at most 8.  The blob's bytes may differ between 1 and N > 1;
+                * both unpack the same. */
 } kyb_pack_opts;
 
 typedef struct {
@@ -46,7 +49,10 @@ typedef struct {
 } kyb_pack_result;
 
 /* Compresses the file at `path` into `sink`, hashing both sides.  The file
- * is read once, in bounded chunks. */
+ * is read once, in bounded chunks (1 MiB) and becomes one zstd frame with
+ * the content size and zstd's checksum.  A file that changes size while it
+ * is read is an error (EAGAIN), as is a sink error (passed up as is, with
+ * the path as context).  `res` (may be NULL) is filled on success only. */
 int kyb_pack_file(const char *path, const kyb_pack_opts *opts, kyb_pack_sink_fn sink, void *ud,
                   kyb_pack_result *res, kyb_error **err);
 
@@ -59,10 +65,13 @@ typedef struct kyb_unpack kyb_unpack;
  * expected_file_size is an error at once (a decompression bomb stops there). */
 int kyb_unpack_new(int out_fd, const char *expected_blob_digest, const char *expected_file_digest,
                    uint64_t expected_file_size, kyb_unpack **out, kyb_error **err);
+/* An error (EBADMSG: corrupt zstd data, bytes after the frame; EFBIG:
+ * output past the expected size) stops the stream: every later call fails. */
 int kyb_unpack_feed(kyb_unpack *u, const void *buf, size_t len, kyb_error **err);
 /* Ends the stream: the frame must be complete and both digests and the
- * size must match, else an error names the part and both digests; the
- * caller then removes the file.  Frees nothing: call kyb_unpack_free. */
+ * size must match, else an error (EBADMSG) names both digests, expected and
+ * got; the caller adds the part's name, then removes the file.  It does not
+ * fsync out_fd.  Frees nothing: call kyb_unpack_free. */
 int kyb_unpack_finish(kyb_unpack *u, kyb_error **err);
 void kyb_unpack_free(kyb_unpack *u);
 
