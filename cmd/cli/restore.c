@@ -29,16 +29,22 @@ static void usage(FILE *out) {
                "  --log FILE           append the container's stdout and stderr to FILE\n"
                "  --runtime PATH       kybernate-runc to use (default: beside this program)\n"
                "  --runc-root DIR      runc state root for the new container\n"
+               "  --gpus LIST          give the new container these GPUs instead of the\n"
+               "                       recorded ones: indices (nvidia-smi order) and GPU\n"
+               "                       UUIDs separated by commas, or none (only for an\n"
+               "                       image without GPU state). Its GPU state is restored\n"
+               "                       onto them (same model, at least as much memory)\n"
                "  -h, --help           show this help\n");
 }
 
 int cmd_restore(const kyb_cli *cli, int argc, char **argv) {
-  enum { O_NAME = 256, O_LOG, O_RUNTIME, O_RUNC_ROOT };
+  enum { O_NAME = 256, O_LOG, O_RUNTIME, O_RUNC_ROOT, O_GPUS };
   static const struct option opts[] = {{"help", no_argument, NULL, 'h'},
                                        {"name", required_argument, NULL, O_NAME},
                                        {"log", required_argument, NULL, O_LOG},
                                        {"runtime", required_argument, NULL, O_RUNTIME},
                                        {"runc-root", required_argument, NULL, O_RUNC_ROOT},
+                                       {"gpus", required_argument, NULL, O_GPUS},
                                        {NULL, 0, NULL, 0}};
   kyb_restore_opts o = {
       .address = cli->address, .namespace_ = cli->namespace_, .store_uri = cli->store};
@@ -72,6 +78,9 @@ int cmd_restore(const kyb_cli *cli, int argc, char **argv) {
       break;
     case O_RUNC_ROOT:
       o.runc_root = optarg;
+      break;
+    case O_GPUS:
+      o.gpus = optarg;
       break;
     default:
       usage(stderr);

@@ -41,6 +41,7 @@ typedef struct {
   kyb_image_builder *builder;
   char *criu_dir;
   char *work_dir;
+  json_t *spec;     /* the container's OCI spec */
   kyb_ops_gpu *gpu; /* NULL: nothing done on the GPU */
   bool paused;
   uint64_t phase_start;
@@ -73,6 +74,7 @@ static int phase_end(op_ctx *c, const char *phase, kyb_error **err) {
 
 static void op_ctx_release(op_ctx *c) {
   kyb_ops_gpu_free(c->gpu);
+  json_decref(c->spec);
   kyb_image_builder_free(c->builder);
   kyb_staging_free(c->staging); /* removes the staging dir unless published */
   kyb_store_close(c->store);
@@ -177,6 +179,7 @@ static int describe_source(op_ctx *c, kyb_error **err) {
     return kyb_error_wrap(err, "runtime options of %s", ct->id);
   int r = kyb_image_builder_set_runtime(c->builder, spec, ct->runtime_name, ro.binary_name, err);
   kyb_ctd_runc_options_clear(&ro);
+  c->spec = steal_ptr(spec); /* the GPU step reads the container's GPUs from it */
   return r;
 }
 
@@ -294,7 +297,8 @@ static int set_options(op_ctx *c, kyb_error **err) {
 static int gpu_checkpoint(op_ctx *c, kyb_error **err) {
   cleanup_free pid_t *pids = NULL;
   size_t n = 0;
-  kyb_ops_gpu_opts go = {.lock_timeout_ms = c->opts->gpu_lock_timeout_ms,
+  kyb_ops_gpu_opts go = {.spec = c->spec,
+                         .lock_timeout_ms = c->opts->gpu_lock_timeout_ms,
                          .progress = c->opts->progress,
                          .progress_ud = c->opts->progress_ud};
   if (kyb_ops_gpu_task_pids(c->ctd, c->ct->id, &pids, &n, err) < 0)

@@ -18,6 +18,7 @@
 #include "cuda/driver.h"
 #include "cuda/gpumap.h"
 #include "cuda/group.h"
+#include "cuda/visible.h"
 #include "util/cleanup.h"
 #include "util/log.h"
 
@@ -113,14 +114,40 @@ static size_t count_not_running(const kyb_cuda_group *grp) {
   return n;
 }
 
-/* The manifest's "gpus": every GPU the driver lists, each with the
- * container's CUDA processes (docs/image-format.md).  The driver does not
- * say which GPU a process uses, so every entry names all of them. */
-static int record_gpus(kyb_ops_gpu *g, kyb_image_builder *b, kyb_error **err) {
+/* The container's GPUs among those the driver lists: what its spec gives
+ * it (cuda/visible.h), read now that the driver is initialised. */
+static int container_gpus(kyb_ops_gpu *g, const kyb_ops_gpu_opts *opts, kyb_cuda_gpu **out,
+                          size_t *n, kyb_error **err) {
+  cleanup_free kyb_cuda_gpu *all = NULL;
+  size_t nall = 0;
+  if (kyb_cuda_list_gpus(g->drv, &all, &nall, err) < 0)
+    return kyb_error_wrap(err, "list GPUs");
+  kyb_cuda_visible v = {0};
+  if (kyb_cuda_visible_from_spec(opts->spec, opts->nvidia_proc, &v, err) < 0)
+    return kyb_error_wrap(err, "the container's GPUs");
+  int r = kyb_cuda_visible_filter(&v, all, nall, out, n, err);
+  cleanup_free char *which = kyb_cuda_visible_describe(&v);
+  if (r == 0 && *n == 0)
+    r = kyb_error_set(err, ENODEV,
+                      "the container has CUDA processes, yet its spec gives it %s: cannot tell "
+                      "which GPUs to record",
+                      which ? which : "no GPU");
+  else if (r == 0)
+    log_info("recording %zu of the driver's %zu GPU(s): the container has %s", *n, nall,
+             which ? which : "?");
+  kyb_cuda_visible_clear(&v);
+  return r;
+}
+
+/* The manifest's "gpus": the container's GPUs, each with the container's
+ * CUDA processes (docs/image-format.md).  The driver does not say which GPU
+ * a process uses, so every entry names all of them. */
+static int record_gpus(kyb_ops_gpu *g, const kyb_ops_gpu_opts *opts, kyb_image_builder *b,
+                       kyb_error **err) {
   cleanup_free kyb_cuda_gpu *gpus = NULL;
   size_t n = 0;
-  if (kyb_cuda_list_gpus(g->drv, &gpus, &n, err) < 0)
-    return kyb_error_wrap(err, "list GPUs");
+  if (container_gpus(g, opts, &gpus, &n, err) < 0)
+    return -1;
   cleanup_json json_t *pids = json_array();
   cleanup_json json_t *arr = json_array();
   if (pids == NULL || arr == NULL)
@@ -209,7 +236,7 @@ int kyb_ops_gpu_checkpoint(const kyb_ops_gpu_opts *opts, const pid_t *pids, size
   }
   cleanup_free char *list = pid_list(&g->group, false);
   log_info("%zu CUDA process(es) in the container: pid %s", g->group.count, list ? list : "?");
-  if (record_gpus(g, builder, err) < 0) {
+  if (record_gpus(g, opts, builder, err) < 0) {
     kyb_ops_gpu_free(g);
     return -1;
   }

@@ -26,6 +26,7 @@
 #ifndef KYB_OPS_GPU_H
 #define KYB_OPS_GPU_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -40,7 +41,11 @@
 #define KYB_OPS_GPU_DEFAULT_LOCK_TIMEOUT_MS 10000u
 
 typedef struct {
-  const char *driver_path;      /* NULL: $KYBERNATE_LIBCUDA, else libcuda.so.1 */
+  const char *driver_path; /* NULL: $KYBERNATE_LIBCUDA, else libcuda.so.1 */
+  /* The container's OCI spec: only the GPUs it gives the container are
+   * recorded (cuda/visible.h); NULL: every GPU the driver lists. */
+  const json_t *spec;
+  const char *nvidia_proc;      /* NULL: $KYBERNATE_NVIDIA_PROC, else /proc/driver/nvidia */
   unsigned int lock_timeout_ms; /* the whole lock phase; 0 = the default */
   kyb_progress_fn progress;     /* phases "gpu_checkpoint" and "gpu_restore"; may be NULL */
   void *progress_ud;
@@ -55,8 +60,11 @@ int kyb_ops_gpu_task_pids(kyb_ctd_client *ctd, const char *container_id, pid_t *
                           size_t *count, kyb_error **err);
 
 /* Before the pause: opens the driver, finds the CUDA processes among
- * `pids`, records the GPUs in the manifest (`builder`), then locks all and
- * checkpoints all, with the timings "gpu_lock" and "gpu_checkpoint".
+ * `pids`, records the container's GPUs in the manifest (`builder`): those
+ * opts->spec gives it, every GPU the driver lists when it names none; a GPU
+ * it names that the driver does not list, or no GPU at all, is an error.
+ * Then locks all and checkpoints all, with the timings "gpu_lock" and
+ * "gpu_checkpoint".
  *
  * Returns 0 with *out NULL when there is nothing to do on the GPU (no
  * driver, or no CUDA process); 0 with *out set when processes were

@@ -19,7 +19,9 @@
 
 #include "containerd/client.h"
 #include "containerd/snapshots.h"
+#include "cuda/visible.h"
 #include "image/image.h"
+#include "ops/gpu_spec.h"
 #include "store/store.h"
 #include "util/cleanup.h"
 #include "util/log.h"
@@ -96,10 +98,47 @@ static void undo(created *c) {
     log_warn_chain(e, "cleanup: delete container %s", c->id);
 }
 
-/* The recorded spec, made the new container's: the restore annotation, and
- * a cgroup of its own (the old one belongs to the old container). */
-static char *new_spec(const json_t *manifest, const char *new_id, const char *ref,
+/* --gpus: the new container gets exactly these GPUs (ops/gpu_spec.h).
+ * Checked against the image here, before anything is created; whether they
+ * fit (model, memory) is kybernate-runc's to decide, with the driver. */
+static int give_gpus(const kyb_restore_opts *o, const json_t *manifest, json_t *spec,
+                     kyb_error **err) {
+  kyb_cuda_visible v = {0};
+  if (kyb_cuda_visible_parse(o->gpus, "--gpus", o->nvidia_proc, &v, err) < 0)
+    return -1;
+  const json_t *recorded = json_object_get(manifest, "gpus");
+  size_t nrec = json_is_array(recorded) ? json_array_size(recorded) : 0;
+  int r = 0;
+  if (v.all)
+    r = kyb_error_set(err, EINVAL,
+                      "--gpus all: name the GPUs (indices or UUIDs), or leave --gpus out to keep "
+                      "the recorded ones");
+  else if (v.count == 0 && nrec > 0)
+    r = kyb_error_set(err, EINVAL,
+                      "--gpus %s: the image holds GPU state of %zu GPU(s), which must be "
+                      "restored onto GPUs",
+                      o->gpus, nrec);
+  else if (v.count < nrec)
+    r = kyb_error_set(err, EINVAL,
+                      "--gpus gives %zu GPU(s), and the image holds GPU state of %zu: the "
+                      "driver restores only with every checkpointed GPU paired",
+                      v.count, nrec);
+  else
+    r = kyb_ops_spec_set_gpus(spec, &v, o->nvidia_proc, err);
+  if (r == 0) {
+    cleanup_free char *which = kyb_cuda_visible_describe(&v);
+    log_info("the new container's GPUs: %s", which ? which : "?");
+  }
+  kyb_cuda_visible_clear(&v);
+  return r;
+}
+
+/* The recorded spec, made the new container's: the restore annotation, a
+ * cgroup of its own (the old one belongs to the old container), and the
+ * GPUs of --gpus. */
+static char *new_spec(const kyb_restore_opts *o, const json_t *manifest, const char *ref,
                       kyb_error **err) {
+  const char *new_id = o->name;
   json_t *spec = json_object_get(json_object_get(manifest, "runtime"), "spec");
   if (!json_is_object(spec)) {
     kyb_error_set(err, EINVAL, "the image records no OCI spec");
@@ -137,6 +176,8 @@ static char *new_spec(const json_t *manifest, const char *new_id, const char *re
     }
     json_object_set_new(linux_, "cgroupsPath", json_string(ncg));
   }
+  if (o->gpus != NULL && give_gpus(o, manifest, s, err) < 0)
+    return NULL;
   char *out = json_dumps(s, JSON_COMPACT);
   if (out == NULL)
     kyb_error_set(err, ENOMEM, "spec");
@@ -177,7 +218,7 @@ static int run(const kyb_restore_opts *o, created *c, kyb_restore_result *out, k
   if (c->snapshotter == NULL)
     return kyb_error_set(err, ENOMEM, "snapshotter");
 
-  cleanup_free char *spec = new_spec(m, o->name, out->ref, err);
+  cleanup_free char *spec = new_spec(o, m, out->ref, err);
   if (spec == NULL)
     return -1;
   cleanup_free char *binary = o->runtime_binary ? strdup(o->runtime_binary) : find_runtime_binary();

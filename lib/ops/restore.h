@@ -5,7 +5,8 @@
  *
  *   1. read the image's manifest (spec, image, snapshotter, snapshot parent);
  *   2. Containers.Create: the recorded OCI spec with the annotation
- *      kybernate.io/restore-from = <store-uri>/<name>, runtime
+ *      kybernate.io/restore-from = <store-uri>/<name> (and, with `gpus`,
+ *      the GPUs given instead of the recorded ones), runtime
  *      io.containerd.runc.v2 with kybernate-runc as its binary;
  *   3. Snapshots.Prepare: a fresh rootfs on the recorded snapshot parent;
  *   4. Tasks.Create: the shim runs `kybernate-runc create`, which verifies
@@ -33,6 +34,12 @@ typedef struct {
   const char *log_path;       /* file the container's stdout and stderr go to (absolute) */
   const char *runtime_binary; /* kybernate-runc; NULL = next to this program, else PATH */
   const char *runc_root;      /* runc --root for the new container; NULL = containerd's */
+  /* The new container's GPUs: indices (NVML order) and GPU UUIDs separated
+   * by commas, or "none" (only for an image without GPU state); the
+   * recorded spec is rewritten to give exactly these (ops/gpu_spec.h).
+   * NULL = the recorded spec's GPUs. */
+  const char *gpus;
+  const char *nvidia_proc; /* NULL = $KYBERNATE_NVIDIA_PROC, else /proc/driver/nvidia */
 } kyb_restore_opts;
 
 typedef struct {

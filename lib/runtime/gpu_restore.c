@@ -15,6 +15,7 @@
 #include "cuda/driver.h"
 #include "cuda/gpumap.h"
 #include "cuda/group.h"
+#include "cuda/visible.h"
 #include "util/cleanup.h"
 #include "util/fs.h"
 #include "util/log.h"
@@ -78,17 +79,58 @@ static int check_unique(const kyb_cuda_gpu *gpus, size_t i, kyb_error **err) {
   return 0;
 }
 
-/* The GPUs the new container may use are taken to be every GPU this
- * process's driver lists.  Narrowing that to the container's own devices
- * (linux.devices /dev/nvidiaN, or NVIDIA_VISIBLE_DEVICES) is not done yet:
- * on a node where a container sees fewer GPUs than the driver lists, the map
- * may name GPUs the process cannot see (docs/gpu.md, "Not done"). */
-static int build_map(kyb_rt_gpu *g, kyb_error **err) {
+/* "GPU-a (NVIDIA H200), GPU-b (...)" for messages; heap, NULL on ENOMEM. */
+static char *describe_gpus(const kyb_cuda_gpu *gpus, size_t n) {
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&text, &len);
+  if (f == NULL)
+    return NULL;
+  for (size_t i = 0; i < n; i++) {
+    char u[KYB_CUDA_UUID_STRLEN + 1];
+    kyb_cuda_uuid_format(&gpus[i].uuid, u);
+    fprintf(f, "%s%s (%s)", i ? ", " : "", u, gpus[i].model);
+  }
+  if (n == 0)
+    fprintf(f, "none");
+  if (fclose(f) != 0) {
+    free(text);
+    return NULL;
+  }
+  return text;
+}
+
+/* The GPUs the new container has: those of the driver's list its spec
+ * gives it (cuda/visible.h), all of them when the spec names none.  The
+ * driver pairs exactly the GPUs the process saw with GPUs it can see now,
+ * so the map's targets are these and no others. */
+static int container_gpus(kyb_rt_gpu *g, const json_t *spec, const char *nvidia_proc,
+                          kyb_cuda_gpu **present, size_t *npresent, kyb_cuda_visible *v,
+                          kyb_error **err) {
+  cleanup_free kyb_cuda_gpu *all = NULL;
+  size_t nall = 0;
+  if (kyb_cuda_list_gpus(g->drv, &all, &nall, err) < 0)
+    return kyb_error_wrap(err, "list this node's GPUs");
+  if (kyb_cuda_visible_from_spec(spec, nvidia_proc, v, err) < 0)
+    return kyb_error_wrap(err, "the new container's GPUs");
+  return kyb_cuda_visible_filter(v, all, nall, present, npresent, err);
+}
+
+static int build_map(kyb_rt_gpu *g, const json_t *spec, const char *nvidia_proc, kyb_error **err) {
   cleanup_free kyb_cuda_gpu *present = NULL;
   size_t npresent = 0;
-  if (kyb_cuda_list_gpus(g->drv, &present, &npresent, err) < 0)
-    return kyb_error_wrap(err, "list this node's GPUs");
-  if (kyb_cuda_gpu_map(g->recorded, g->nrecorded, present, npresent, &g->pairs, err) < 0)
+  kyb_cuda_visible v = {0};
+  int r = container_gpus(g, spec, nvidia_proc, &present, &npresent, &v, err);
+  if (r == 0 &&
+      kyb_cuda_gpu_map(g->recorded, g->nrecorded, present, npresent, &g->pairs, err) < 0) {
+    /* Both sides, so the reader sees what was asked of which GPUs. */
+    cleanup_free char *had = describe_gpus(g->recorded, g->nrecorded);
+    cleanup_free char *has = describe_gpus(present, npresent);
+    r = kyb_error_wrap(err, "the checkpoint's GPUs: %s; the new container's (%sfrom %s): %s",
+                       had ? had : "?", v.all ? "every GPU here, " : "", v.source, has ? has : "?");
+  }
+  kyb_cuda_visible_clear(&v);
+  if (r < 0)
     return -1;
   for (size_t i = 0; i < g->nrecorded; i++)
     g->remapped += memcmp(&g->pairs[i].old_uuid, &g->pairs[i].new_uuid, sizeof(kyb_cu_uuid)) != 0;
@@ -106,8 +148,8 @@ static int build_map(kyb_rt_gpu *g, kyb_error **err) {
   return 0;
 }
 
-int kyb_rt_gpu_prepare(const json_t *manifest, const char *driver_path, kyb_rt_gpu **out,
-                       kyb_error **err) {
+int kyb_rt_gpu_prepare(const json_t *manifest, const json_t *spec, const char *driver_path,
+                       const char *nvidia_proc, kyb_rt_gpu **out, kyb_error **err) {
   *out = NULL;
   const json_t *gpus = json_object_get(manifest, "gpus");
   if (gpus == NULL || (json_is_array(gpus) && json_array_size(gpus) == 0))
@@ -138,7 +180,7 @@ int kyb_rt_gpu_prepare(const json_t *manifest, const char *driver_path, kyb_rt_g
                           "it%s",
                           n, rc == KYB_CUDA_NO_DRIVER ? " (no usable CUDA driver)" : "");
   }
-  if (build_map(g, err) < 0) {
+  if (build_map(g, spec, nvidia_proc, err) < 0) {
     kyb_rt_gpu_free(g);
     return kyb_error_wrap(err, "the image's GPUs do not fit this node");
   }

@@ -8,11 +8,14 @@
  *
  *   1. kyb_rt_gpu_prepare(), BEFORE runc restore (cheap, nothing to undo):
  *      read the recorded GPUs (untrusted input), open the driver (none
- *      there is an error: GPU state cannot be restored without one), list
- *      the GPUs present now and build the GPU map (kyb_cuda_gpu_map: the
- *      same GPUs when they are here, else the same model with at least as
- *      much memory).  Too few GPUs, another model, or a remap on a driver
- *      older than CUDA 13.0 fail here with the reason.
+ *      there is an error: GPU state cannot be restored without one), take
+ *      the GPUs the NEW container has (its spec, cuda/visible.h: its
+ *      /dev/nvidiaN devices, else NVIDIA_VISIBLE_DEVICES, else every GPU
+ *      the driver lists) and build the GPU map onto exactly those
+ *      (kyb_cuda_gpu_map: the same GPUs when they are among them, else the
+ *      same model with at least as much memory).  Too few GPUs, another
+ *      model, or a remap on a driver older than CUDA 13.0 fail here with
+ *      the reason, naming the checkpoint's GPUs and the container's.
  *   2. kyb_rt_gpu_restore(), AFTER runc restore: the container's processes
  *      from its cgroup (kyb_cgroup_pids), the CUDA ones among them
  *      (kyb_cuda_group_discover: CRIU brought them back CHECKPOINTED), then
@@ -52,9 +55,11 @@ typedef struct {
 } kyb_rt_gpu_times;
 
 /* Step 1.  No GPU state (`gpus` missing or empty): 0 with *out NULL.
- * driver_path NULL: $KYBERNATE_LIBCUDA, else libcuda.so.1. */
-int kyb_rt_gpu_prepare(const json_t *manifest, const char *driver_path, kyb_rt_gpu **out,
-                       kyb_error **err);
+ * spec: the new container's OCI spec (NULL: every GPU the driver lists).
+ * driver_path NULL: $KYBERNATE_LIBCUDA, else libcuda.so.1; nvidia_proc
+ * NULL: $KYBERNATE_NVIDIA_PROC, else /proc/driver/nvidia. */
+int kyb_rt_gpu_prepare(const json_t *manifest, const json_t *spec, const char *driver_path,
+                       const char *nvidia_proc, kyb_rt_gpu **out, kyb_error **err);
 
 /* Step 2, on the directory whose cgroup.procs (and those below it) list the
  * container's processes.  The times are filled as far as it got. */

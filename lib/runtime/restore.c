@@ -340,7 +340,7 @@ static int restore(const kyb_rt_restore_req *req, kyb_rt_restore_result *res, ky
   /* The GPU map before anything is touched: a node that cannot take the
    * image's GPU state refuses it here, with nothing to undo. */
   kyb_rt_gpu *gpu = NULL;
-  if (kyb_rt_gpu_prepare(manifest, req->gpu_driver, &gpu, err) < 0)
+  if (kyb_rt_gpu_prepare(manifest, req->spec, req->gpu_driver, req->nvidia_proc, &gpu, err) < 0)
     return -1;
   int r = restore_prepared(req, res, manifest, criu_src, gpu, err);
   kyb_rt_gpu_free(gpu);

@@ -13,8 +13,9 @@
  *      writes stats-restore into its images directory), and a private work
  *      directory <bundle>/kybernate-restore/work for CRIU's restore.log;
  *   5. when the image holds GPU state (manifest `gpus` not empty): the GPU
- *      map is built before anything is touched (gpu_restore.h: no driver,
- *      too few GPUs or another model fail here), and after runc restore
+ *      map onto the GPUs the spec gives this container is built before
+ *      anything is touched (gpu_restore.h: no driver, too few GPUs or
+ *      another model fail here), and after runc restore
  *      every CUDA process of the restored container is GPU-restored (onto
  *      the mapped GPUs) and unlocked; a failure there removes the container;
  *   6. record the restore marker (marker.h) so `start` becomes a no-op.
@@ -65,7 +66,8 @@ typedef struct {
   const json_t *spec; /* the bundle's config.json */
   const char *ref;    /* checkpoint reference (decide.h) */
   const char *state_dir;
-  const char *gpu_driver; /* NULL: $KYBERNATE_LIBCUDA, else libcuda.so.1 */
+  const char *gpu_driver;  /* NULL: $KYBERNATE_LIBCUDA, else libcuda.so.1 */
+  const char *nvidia_proc; /* NULL: $KYBERNATE_NVIDIA_PROC, else /proc/driver/nvidia */
 } kyb_rt_restore_req;
 
 typedef struct {

@@ -37,7 +37,17 @@ Checked:
   - kybernate.io/restore-fallback: cold (recorded in the image's spec from
     the checkpointed container's annotation, which `kybernate restore`
     keeps): a GPU restore refused up front, and one that fails after runc
-    restore, each start the container afresh instead.
+    restore, each start the container afresh instead;
+  - the container's GPUs (docs/gpu.md, "Which GPUs a container has"), with
+    the double listing two GPUs and KYBERNATE_NVIDIA_PROC naming a FAKE
+    nvidia proc dir (the CLI's and the node's: GPU index -> UUID): a
+    container given GPU 0 (ctr run --env NVIDIA_VISIBLE_DEVICES=0) records
+    only GPU 0; restored as it was it comes back on GPU 0 in place; with
+    `kybernate restore --gpus 1` the new spec says NVIDIA_VISIBLE_DEVICES=
+    <GPU 1>, the driver gets one pair GPU 0 -> GPU 1 and the counter goes
+    on.  A new container given a GPU of another model, none, or too few is
+    refused, leaving nothing.  (linux.devices cannot hold /dev/nvidiaN here:
+    no such device nodes; tests/unit/test_ops_gpu_spec.c covers that form.)
 """
 
 import json
@@ -122,15 +132,42 @@ def cuda(tmp_path, build_dir):
     return CudaDouble(tmp_path, build_dir)
 
 
+def write_nvidia_proc(path: Path, gpus) -> None:
+    """A FAKE of the NVIDIA driver's proc dir: gpus/<bus id>/information per
+    GPU, the way the driver writes it; GPU i is at bus 0000:1i:00.0 with
+    device minor i (index order = bus order)."""
+    subprocess.run(["rm", "-rf", "--one-file-system", str(path)], check=True)
+    for i, (uuid, model) in enumerate(gpus):
+        bus = f"0000:{0x18 + i:02x}:00.0"
+        d = path / "gpus" / bus
+        d.mkdir(parents=True)
+        (d / "information").write_text(
+            f"Model: \t\t {model}\nIRQ:   \t\t 187\nGPU UUID: \t {uuid}\n"
+            f"Video BIOS: \t 96.00.a5.00.01\nBus Type: \t PCIe\nDMA Size: \t 52 bits\n"
+            f"DMA Mask: \t 0xfffffffffffff\nBus Location: \t {bus}\nDevice Minor: \t {i}\n"
+            f"GPU Excluded:\t No\n")
+
+
 @pytest.fixture
-def gnode(make_node, store, cuda, tmp_path):
+def nvproc(tmp_path):
+    """The fake nvidia proc dir (KYBERNATE_NVIDIA_PROC of the node and the
+    CLI): GPU_A, GPU_B of one model."""
+    path = tmp_path / "nvidia-proc"
+    write_nvidia_proc(path, ((GPU_A, GPU_MODEL), (GPU_B, GPU_MODEL)))
+    return path
+
+
+@pytest.fixture
+def gnode(make_node, store, cuda, tmp_path, nvproc):
     """A node whose kybernate-runc restores from `store`, loads the driver
-    double through the symlink and logs at info level."""
+    double through the symlink, reads the fake nvidia proc dir and logs at
+    info level."""
     conf = tmp_path / "kybernate.json"
     conf.write_text(json.dumps({"defaultStore": f"file://{store}"}))
     env = {"KYBERNATE_CONFIG": str(conf),
            "KYBERNATE_RUNTIME_STATE_DIR": str(tmp_path / "runtime-state"),
            "KYBERNATE_LOG_LEVEL": "info",
+           "KYBERNATE_NVIDIA_PROC": str(nvproc),
            **cuda.env(lib=cuda.node_lib)}
     return make_node("gr", env=env)
 
@@ -141,7 +178,8 @@ def kyb(build_dir, store):
     binary = str(build_dir / "cmd" / "kybernate")
     base = {k: v for k, v in os.environ.items()
             if k not in ("KYBERNATE_STORE", "KYBERNATE_CONTAINERD_ADDRESS", "KYBERNATE_NAMESPACE",
-                         "KYBERNATE_LIBCUDA", "KYBERNATE_LOG_LEVEL", "KYBERNATE_LOG_FORMAT")
+                         "KYBERNATE_LIBCUDA", "KYBERNATE_LOG_LEVEL", "KYBERNATE_LOG_FORMAT",
+                         "KYBERNATE_NVIDIA_PROC")
             and not k.startswith("KYB_CUDA_DOUBLE")}
 
     def run(*args, node, env=None, timeout=300):
@@ -162,16 +200,20 @@ def _read(path) -> str:
         return ""
 
 
-def checkpoint_gpu_counter(node, cuda, kyb, cid, name, annotations=()):
-    """Run the counter, make its init a CUDA process in the double, and
-    checkpoint it (it stops).  Returns (its log, its old pid)."""
+def checkpoint_gpu_counter(node, cuda, kyb, cid, name, annotations=(), env=(),
+                           gpus=((GPU_A, GPU_MODEL),), sees="", kyb_env=None):
+    """Run the counter (with `env` as --env NAME=VALUE), make its init a
+    CUDA process in the double that sees `sees` ("uuid,uuid"; "" = every
+    GPU of `gpus`), and checkpoint it (it stops).  Returns (its log, its old
+    pid)."""
     extra = [a for k, v in annotations for a in ("--annotation", f"{k}={v}")]
+    extra += [a for k, v in env for a in ("--env", f"{k}={v}")]
     log = node.run_container(cid, ["/usr/bin/counter", "--mem", "64", "--file", "/data/state",
                                    "--interval", "100", "--verify-every", "5"], extra=extra)
     wait_count(log, 8)
     pid = node.tasks()[cid][0]
-    cuda.set(f"proc {pid} RUNNING")
-    r = kyb("checkpoint", cid, "--name", name, node=node, env=cuda.env())
+    cuda.set(f"proc {pid} RUNNING {sees}".rstrip(), gpus=gpus)
+    r = kyb("checkpoint", cid, "--name", name, node=node, env={**cuda.env(), **(kyb_env or {})})
     assert r.returncode == 0, r.stderr
     ops = [" ".join(c.split()[:3]) for c in cuda.calls()]
     assert ops == [f"lock {pid} CUDA_SUCCESS", f"checkpoint {pid} CUDA_SUCCESS"], ops
@@ -179,9 +221,9 @@ def checkpoint_gpu_counter(node, cuda, kyb, cid, name, annotations=()):
     return log, pid
 
 
-def restore(node, kyb, ref, new_id, **kw):
+def restore(node, kyb, ref, new_id, *args, **kw):
     return kyb("restore", ref, "--name", new_id, "--log", node.logs_dir / f"{new_id}.log",
-               "--runc-root", node.runc_root, node=node, **kw)
+               "--runc-root", node.runc_root, *args, node=node, **kw)
 
 
 def restored_pid(r, new_id) -> int:
@@ -222,11 +264,11 @@ def containers(node) -> list:
     return node.ctr("containers", "ls", "-q", ns="default").stdout.split()
 
 
-def refused(node, kyb, ref, new_id, *wants):
-    """`kybernate restore` fails with every one of `wants` in its message,
-    and leaves nothing of the new container.  Returns stderr."""
+def refused(node, kyb, ref, new_id, *wants, args=(), env=None):
+    """`kybernate restore` (with `args`) fails with every one of `wants` in
+    its message, and leaves nothing of the new container.  Returns stderr."""
     before = snapshots(node)
-    r = restore(node, kyb, ref, new_id)
+    r = restore(node, kyb, ref, new_id, *args, env=env)
     assert r.returncode == 1, r.stdout + r.stderr
     assert r.stdout == ""
     for want in wants:
@@ -375,3 +417,90 @@ def test_gpu_restore_cold_fallback(gnode, cuda, kyb):
     assert cuda.calls() == [f"restore {adopted} CUDA_ERROR_UNKNOWN pairs=0"]
     wait_for(lambda: not procs.alive(adopted), 30, f"restored pid {adopted} gone")
     assert gnode.tasks()["cold2"] == (pid, "RUNNING")
+
+
+# ------------------------------------------------------------------ the container's GPUs
+
+def spec_env(node, cid) -> list:
+    """process.env of the container's spec, as containerd holds it."""
+    info = json.loads(node.ctr("containers", "info", cid).stdout)
+    return info["Spec"]["process"]["env"]
+
+
+def test_gpu_container_restored_onto_the_gpu_it_is_given(gnode, cuda, kyb, store, nvproc):
+    """Checkpointed on GPU 0 of two, restored as a new container given GPU 1:
+    the map pairs exactly the process's GPU with the new container's."""
+    both = ((GPU_A, GPU_MODEL), (GPU_B, GPU_MODEL))
+    proc_env = {"KYBERNATE_NVIDIA_PROC": str(nvproc)}
+    old_log, old_pid = checkpoint_gpu_counter(
+        gnode, cuda, kyb, "counter", "img", env=[("NVIDIA_VISIBLE_DEVICES", "0")], gpus=both,
+        sees=GPU_A, kyb_env=proc_env)
+    # Only the container's GPU is recorded, not every GPU the driver lists.
+    gpus = json.loads((store / "img" / "manifest.json").read_text())["gpus"]
+    assert [(g["uuid"], g["pids"]) for g in gpus] == [(GPU_A, [old_pid])]
+
+    # Restored as it was (the spec still says "0", which kybernate-runc
+    # reads through the node's nvidia proc dir): in place on GPU 0.
+    cuda.set(f"restored counter {GPU_A}", gpus=both)
+    pid0 = restored_pid(restore(gnode, kyb, "img", "r0"), "r0")
+    assert cuda.calls() == [f"restore {pid0} CUDA_SUCCESS pairs=0", f"unlock {pid0} CUDA_SUCCESS"]
+    assert cuda.procs() == {pid0: ("RUNNING", [GPU_A])}
+    assert "NVIDIA_VISIBLE_DEVICES=0" in spec_env(gnode, "r0")
+    assert_goes_on(old_log, gnode.logs_dir / "r0.log", checksum_of(old_log))
+
+    # A new container given GPU 1: its spec names GPU 1's UUID, the driver
+    # gets one pair GPU 0 -> GPU 1, the process runs on GPU 1.
+    cuda.set(f"restored counter {GPU_A}", gpus=both)
+    r = restore(gnode, kyb, "img", "r1", "--gpus", "1", env=proc_env)
+    pid1 = restored_pid(r, "r1")
+    env = spec_env(gnode, "r1")
+    assert f"NVIDIA_VISIBLE_DEVICES={GPU_B}" in env and "NVIDIA_VISIBLE_DEVICES=0" not in env, env
+    assert cuda.calls() == [f"restore {pid1} CUDA_SUCCESS pairs=1", f"unlock {pid1} CUDA_SUCCESS"]
+    assert cuda.procs() == {pid1: ("RUNNING", [GPU_B])}
+    maps = [e["msg"] for e in runc_log(gnode, "r1") if "GPU map" in e["msg"]]
+    assert maps == [f"GPU map: {GPU_A} -> {GPU_B}"], maps
+    assert_goes_on(old_log, gnode.logs_dir / "r1.log", checksum_of(old_log))
+
+    # The same by UUID (no proc files needed for that).
+    cuda.set(f"restored counter {GPU_A}", gpus=both)
+    pid2 = restored_pid(restore(gnode, kyb, "img", "r2", "--gpus", GPU_B), "r2")
+    assert cuda.calls() == [f"restore {pid2} CUDA_SUCCESS pairs=1", f"unlock {pid2} CUDA_SUCCESS"]
+    assert f"NVIDIA_VISIBLE_DEVICES={GPU_B}" in spec_env(gnode, "r2")
+
+
+def test_gpu_restore_onto_gpus_that_do_not_fit(gnode, cuda, kyb, nvproc):
+    """A new container given a GPU of another model, no GPU (too few), a
+    GPU index or UUID the node lacks, "all" or a MIG device: refused with the
+    reason (both sides named where the GPUs do not fit), nothing left."""
+    other = "GPU-7d3c2b1a-0f9e-4d8c-b7a6-5e4f3a2b1c0d"
+    mixed = ((GPU_A, GPU_MODEL), (other, OTHER_MODEL))
+    write_nvidia_proc(nvproc, mixed)
+    proc_env = {"KYBERNATE_NVIDIA_PROC": str(nvproc)}
+    checkpoint_gpu_counter(gnode, cuda, kyb, "counter", "img",
+                           env=[("NVIDIA_VISIBLE_DEVICES", GPU_A)], gpus=mixed, sees=GPU_A,
+                           kyb_env=proc_env)
+
+    # Given only the other model's GPU: kybernate-runc refuses before runc restore.
+    cuda.set(f"restored counter {GPU_A}", gpus=mixed)
+    refused(gnode, kyb, "img", "x1", "the image's GPUs do not fit this node",
+            f"the checkpoint's GPUs: {GPU_A} ({GPU_MODEL}); the new container's (from "
+            f"NVIDIA_VISIBLE_DEVICES): {other} ({OTHER_MODEL})", "GPU model mismatch",
+            args=("--gpus", "1"), env=proc_env)
+    assert cuda.calls() == [] and cuda.procs() == {}
+
+    # No GPU for GPU state, a GPU index the node lacks, "all": refused by
+    # the CLI before anything is created.
+    refused(gnode, kyb, "img", "x2", "--gpus none: the image holds GPU state of 1 GPU(s)",
+            args=("--gpus", "none"), env=proc_env)
+    refused(gnode, kyb, "img", "x3", "--gpus: GPU index 2, and the node has 2 GPU(s)",
+            args=("--gpus", "2"), env=proc_env)
+    refused(gnode, kyb, "img", "x4", "--gpus all: name the GPUs", args=("--gpus", "all"))
+    refused(gnode, kyb, "img", "x5", "names the MIG device", args=("--gpus", "0:1"))
+    # A UUID the node's driver does not list: kybernate-runc says so.
+    refused(gnode, kyb, "img", "x6", f"the container's GPU {GPU_B} (from NVIDIA_VISIBLE_DEVICES) "
+            "is not among the GPUs the CUDA driver lists", args=("--gpus", GPU_B))
+    assert cuda.calls() == [] and cuda.procs() == {}
+
+    # Given the right one, it restores.
+    pid = restored_pid(restore(gnode, kyb, "img", "ok", "--gpus", "0", env=proc_env), "ok")
+    assert cuda.procs() == {pid: ("RUNNING", [GPU_A])}

@@ -7,7 +7,9 @@
  * (after a later failure, refused while the task is frozen, its own failure
  * reported); a lock timeout names the timeout and leaves every process
  * RUNNING; a killed task's GPU state is forgotten; an unusable driver is an
- * error. */
+ * error; only the container's GPUs are recorded (its spec's
+ * NVIDIA_VISIBLE_DEVICES or /dev/nvidiaN devices, on a FAKE nvidia proc
+ * dir), and a spec whose GPUs cannot be told is refused before any lock. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,6 +21,7 @@
 
 #include "../doubles/cuda_double_test.h"
 #include "image/image.h"
+#include "nvidia_proc_test.h"
 #include "ops/gpu.h"
 #include "util/cleanup.h"
 
@@ -234,6 +237,98 @@ static void test_checkpoint_then_restore(void **state) {
   assert_true(json_is_integer(json_object_get(timings, "gpu_checkpoint")));
 }
 
+/* A checkpoint with the container's spec `spec_text`, the fake proc dir
+ * of GPUS (G0 minor 0, G1 minor 1) for its minors and indices. */
+static int checkpoint_spec(const char *spec_text, kyb_error **err) {
+  cleanup_free char *proc = fake_nvidia_proc(world.dir, "nvidia");
+  assert_non_null(proc);
+  assert_int_equal(fake_nvidia_gpu(proc, "0000:18:00.0", 0, G0), 0);
+  assert_int_equal(fake_nvidia_gpu(proc, "0000:9a:00.0", 1, G1), 0);
+  json_error_t jerr;
+  cleanup_json json_t *spec = json_loads(spec_text, 0, &jerr);
+  assert_non_null(spec);
+  kyb_ops_gpu_opts o = {.driver_path = double_lib, .spec = spec, .nvidia_proc = proc};
+  pid_t pids[2] = {b, a};
+  return kyb_ops_gpu_checkpoint(&o, pids, 2, builder, &gpu, err);
+}
+
+/* The manifest's gpus as "uuid,uuid". */
+static void expect_recorded(const char *want) {
+  cleanup_json json_t *m = finish_manifest();
+  json_t *gpus = json_object_get(m, "gpus");
+  char got[256] = "";
+  for (size_t i = 0; i < json_array_size(gpus); i++)
+    snprintf(got + strlen(got), sizeof(got) - strlen(got), "%s%s", i ? "," : "",
+             json_string_value(json_object_get(json_array_get(gpus, i), "uuid")));
+  assert_string_equal(got, want);
+}
+
+static void test_records_only_the_containers_gpus(void **state) {
+  (void)state;
+  /* NVIDIA_VISIBLE_DEVICES by index (through the proc files). */
+  start("RUNNING");
+  cleanup_error kyb_error *err = NULL;
+  if (checkpoint_spec("{\"process\": {\"env\": [\"NVIDIA_VISIBLE_DEVICES=1\"]}}", &err) < 0)
+    fail_msg("checkpoint: %s", kyb_error_message(err));
+  expect_calls("lock {a} CUDA_SUCCESS\ncheckpoint {a} CUDA_SUCCESS");
+  assert_int_equal(kyb_ops_gpu_restore(gpu, &err), 0);
+  expect_recorded(G1);
+}
+
+static void test_records_gpus_of_linux_devices(void **state) {
+  (void)state;
+  start("RUNNING");
+  cleanup_error kyb_error *err = NULL;
+  /* /dev/nvidia0 (minor 0) wins over the env's "all". */
+  if (checkpoint_spec("{\"process\": {\"env\": [\"NVIDIA_VISIBLE_DEVICES=all\"]}, \"linux\": "
+                      "{\"devices\": [{\"path\": \"/dev/nvidiactl\", \"type\": \"c\", \"major\": "
+                      "195, \"minor\": 255}, {\"path\": \"/dev/nvidia0\", \"type\": \"c\", "
+                      "\"major\": 195, \"minor\": 0}]}}",
+                      &err) < 0)
+    fail_msg("checkpoint: %s", kyb_error_message(err));
+  assert_int_equal(kyb_ops_gpu_restore(gpu, &err), 0);
+  expect_recorded(G0);
+}
+
+static void test_records_every_gpu_without_a_setting(void **state) {
+  (void)state;
+  start("RUNNING");
+  cleanup_error kyb_error *err = NULL;
+  assert_int_equal(checkpoint_spec("{\"process\": {\"env\": [\"PATH=/bin\"]}}", &err), 0);
+  assert_int_equal(kyb_ops_gpu_restore(gpu, &err), 0);
+  expect_recorded(G0 "," G1);
+}
+
+/* The container's GPUs cannot be told: refused before any lock. */
+static void container_gpus_refused(const char *spec_text, const char *want) {
+  cleanup_error kyb_error *err = NULL;
+  assert_int_equal(checkpoint_spec(spec_text, &err), -1);
+  if (strstr(kyb_error_message(err), want) == NULL)
+    fail_msg("want \"%s\" in: %s", want, kyb_error_message(err));
+  assert_null(gpu);
+  expect_calls("");
+  expect_state(a, "RUNNING");
+}
+
+static void test_containers_gpus_refused(void **state) {
+  (void)state;
+  start("RUNNING");
+  container_gpus_refused("{\"process\": {\"env\": [\"NVIDIA_VISIBLE_DEVICES=GPU-00000000-0000-"
+                         "0000-0000-0000000000a9\"]}}",
+                         "the container's GPU GPU-00000000-0000-0000-0000-0000000000a9 (from "
+                         "NVIDIA_VISIBLE_DEVICES) is not among the GPUs the CUDA driver lists (" G0
+                         ", " G1 ")");
+  container_gpus_refused("{\"process\": {\"env\": [\"NVIDIA_VISIBLE_DEVICES=none\"]}}",
+                         "the container has CUDA processes, yet its spec gives it no GPU (from "
+                         "NVIDIA_VISIBLE_DEVICES): cannot tell which GPUs to record");
+  container_gpus_refused("{\"process\": {\"env\": [\"NVIDIA_VISIBLE_DEVICES=0:0\"]}}",
+                         "the container's GPUs: NVIDIA_VISIBLE_DEVICES names the MIG device");
+  container_gpus_refused("{\"process\": {\"env\": [\"NVIDIA_VISIBLE_DEVICES=7\"]}}",
+                         "GPU index 7, and the node has 2 GPU(s)");
+  container_gpus_refused("{\"linux\": {\"devices\": [{\"path\": \"/dev/nvidia5\"}]}}",
+                         "spec linux.devices gives the GPU device minor 5");
+}
+
 static void test_rollback_after_later_failure(void **state) {
   (void)state;
   start("RUNNING");
@@ -372,6 +467,13 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_no_driver_skips, each_setup, each_teardown),
       cmocka_unit_test_setup_teardown(test_no_cuda_process, each_setup, each_teardown),
       cmocka_unit_test_setup_teardown(test_checkpoint_then_restore, each_setup, each_teardown),
+      cmocka_unit_test_setup_teardown(test_records_only_the_containers_gpus, each_setup,
+                                      each_teardown),
+      cmocka_unit_test_setup_teardown(test_records_gpus_of_linux_devices, each_setup,
+                                      each_teardown),
+      cmocka_unit_test_setup_teardown(test_records_every_gpu_without_a_setting, each_setup,
+                                      each_teardown),
+      cmocka_unit_test_setup_teardown(test_containers_gpus_refused, each_setup, each_teardown),
       cmocka_unit_test_setup_teardown(test_rollback_after_later_failure, each_setup, each_teardown),
       cmocka_unit_test_setup_teardown(test_rollback_waits_for_a_running_task, each_setup,
                                       each_teardown),

@@ -6,6 +6,9 @@
  *     a new pid is adopted CHECKPOINTED and written back);
  *   - kyb_rt_gpu_prepare: no GPU state, malformed manifest gpus, no driver,
  *     GPUs that do not fit, the same GPUs, a remap, a remap on CUDA 12.8;
+ *     the map onto exactly the GPUs the new container's spec gives it
+ *     (NVIDIA_VISIBLE_DEVICES by UUID or index, /dev/nvidiaN devices, on a
+ *     FAKE nvidia proc dir) and every way those GPUs may not fit;
  *   - kyb_rt_gpu_restore on a fake cgroup directory: restore all, then
  *     unlock all; no CUDA process; an injected restore fault;
  *   - kyb_rt_pid_cgroup_dir on a fake /proc and cgroup mount (v2, v1);
@@ -22,6 +25,7 @@
 
 #include "../doubles/cuda_double_test.h"
 #include "cuda/driver.h"
+#include "nvidia_proc_test.h"
 #include "runtime/gpu_restore.h"
 #include "util/cleanup.h"
 
@@ -125,7 +129,7 @@ static void prepare_fails(const char *gpus, const char *driver, ...) {
   cleanup_json json_t *m = manifest(gpus);
   cleanup_error kyb_error *err = NULL;
   kyb_rt_gpu *g = (kyb_rt_gpu *)1;
-  assert_int_equal(kyb_rt_gpu_prepare(m, driver, &g, &err), -1);
+  assert_int_equal(kyb_rt_gpu_prepare(m, NULL, driver, NULL, &g, &err), -1);
   assert_null(g);
   assert_non_null(err);
   const char *msg = kyb_error_message(err);
@@ -252,7 +256,7 @@ static void test_prepare_without_gpu_state(void **state) {
     cleanup_json json_t *m = manifest(cases[i]);
     cleanup_error kyb_error *err = NULL;
     kyb_rt_gpu *g = (kyb_rt_gpu *)1;
-    assert_int_equal(kyb_rt_gpu_prepare(m, NULL, &g, &err), 0);
+    assert_int_equal(kyb_rt_gpu_prepare(m, NULL, NULL, NULL, &g, &err), 0);
     assert_null(g);
     assert_null(err);
   }
@@ -359,7 +363,7 @@ static kyb_rt_gpu_times prepare_and_restore(const char *gpus, size_t want_remapp
   cleanup_json json_t *m = manifest(gpus);
   cleanup_error kyb_error *err = NULL;
   kyb_rt_gpu *g = NULL;
-  if (kyb_rt_gpu_prepare(m, double_lib, &g, &err) < 0)
+  if (kyb_rt_gpu_prepare(m, NULL, double_lib, NULL, &g, &err) < 0)
     fail_msg("prepare: %s", kyb_error_message(err));
   assert_non_null(g);
   char procs[32];
@@ -441,6 +445,156 @@ static void test_remap_needs_cuda_13(void **state) {
   assert_string_equal(c, "");
 }
 
+/* ---- the new container's GPUs (its spec) ---- */
+
+/* A fake nvidia proc dir for the double's G0 (minor 0) and G1 (minor 1). */
+static char *fake_proc_dir(void) {
+  char *proc = fake_nvidia_proc(world.dir, "nvidia");
+  assert_non_null(proc);
+  assert_int_equal(fake_nvidia_gpu(proc, "0000:18:00.0", 0, G0), 0);
+  assert_int_equal(fake_nvidia_gpu(proc, "0000:9a:00.0", 1, G1), 0);
+  return proc;
+}
+
+static json_t *spec_of(const char *text) {
+  json_error_t jerr;
+  json_t *s = json_loads(text, 0, &jerr);
+  if (s == NULL)
+    fail_msg("bad test spec: %s", jerr.text);
+  return s;
+}
+
+/* Prepare for a container with spec `spec_text`, restore kids[0]; the
+ * double must show `want_pairs` and the process on `want_gpus` after. */
+static void restore_into(const char *gpus, const char *spec_text, int want_pairs,
+                         const char *want_gpus) {
+  cleanup_free char *proc = fake_proc_dir();
+  cleanup_json json_t *m = manifest(gpus);
+  cleanup_json json_t *spec = spec_of(spec_text);
+  cleanup_error kyb_error *err = NULL;
+  kyb_rt_gpu *g = NULL;
+  if (kyb_rt_gpu_prepare(m, spec, double_lib, proc, &g, &err) < 0)
+    fail_msg("prepare for %s: %s", spec_text, kyb_error_message(err));
+  char procs[32];
+  snprintf(procs, sizeof(procs), "%d\n", (int)kids[0]);
+  cleanup_free char *cg = fake_cgroup("cg-spec", procs, "");
+  kyb_rt_gpu_times t;
+  int r = kyb_rt_gpu_restore(g, cg, &t, &err);
+  kyb_rt_gpu_free(g);
+  if (r < 0)
+    fail_msg("restore: %s", kyb_error_message(err));
+  char want[256];
+  snprintf(want, sizeof(want), "restore %d CUDA_SUCCESS pairs=%d\nunlock %d CUDA_SUCCESS",
+           (int)kids[0], want_pairs, (int)kids[0]);
+  cleanup_free char *c = calls();
+  assert_string_equal(c, want);
+  cleanup_free char *text = cuda_world_state(&world);
+  snprintf(want, sizeof(want), "proc %d RUNNING %s\n", (int)kids[0], want_gpus);
+  if (strstr(text, want) == NULL)
+    fail_msg("want \"%s\" in the double's state:\n%s", want, text);
+}
+
+static void test_map_onto_the_containers_gpus(void **state) {
+  (void)state;
+  cleanup_free char *r0 = recorded(G0, H200);
+  char gpus[1024];
+  snprintf(gpus, sizeof(gpus), "[%s]", r0);
+  /* The process saw only G0; the node has G0 and G1; the new container is
+   * given G1 -- by UUID, by index, by its device node.  Without the spec
+   * G0 would map onto itself. */
+  const char *specs[] = {
+      "{\"process\": {\"env\": [\"NVIDIA_VISIBLE_DEVICES=" G1 "\"]}}",
+      "{\"process\": {\"env\": [\"NVIDIA_VISIBLE_DEVICES=1\"]}}",
+      "{\"linux\": {\"devices\": [{\"path\": \"/dev/nvidia1\", \"type\": \"c\", "
+      "\"major\": 195, \"minor\": 1}]}}",
+  };
+  for (size_t i = 0; i < sizeof(specs) / sizeof(specs[0]); i++) {
+    kyb_killpidp(&kids[0]);
+    kids[0] = spawn_named_sleeper(COMM);
+    assert_true(kids[0] > 0);
+    set_world("version 13000\n" GPU_LINE(G0) GPU_LINE(G1) "restored " COMM " " G0 "\n");
+    restore_into(gpus, specs[i], 1, G1);
+  }
+  /* Given both, G0 stays where it is: an in-place restore. */
+  kyb_killpidp(&kids[0]);
+  kids[0] = spawn_named_sleeper(COMM);
+  set_world("version 13000\n" GPU_LINE(G0) GPU_LINE(G1) "restored " COMM " " G0 "\n");
+  restore_into(gpus, "{\"process\": {\"env\": [\"NVIDIA_VISIBLE_DEVICES=1,0\"]}}", 0, G0);
+  /* Two recorded onto two given, swapped: each onto itself. */
+  kyb_killpidp(&kids[0]);
+  kids[0] = spawn_named_sleeper(COMM);
+  set_world("version 13000\n" GPU_LINE(G0) GPU_LINE(G1) "restored " COMM " " G0 "," G1 "\n");
+  cleanup_free char *r1 = recorded(G1, H200);
+  snprintf(gpus, sizeof(gpus), "[%s, %s]", r0, r1);
+  restore_into(gpus, "{\"process\": {\"env\": [\"NVIDIA_VISIBLE_DEVICES=all\"]}}", 0, G0 "," G1);
+}
+
+/* prepare() for a container with spec `spec_text` must fail with every
+ * NULL-ended `want`, before any process call. */
+static void spec_refused(const char *gpus, const char *spec_text, ...) {
+  cleanup_free char *proc = fake_proc_dir();
+  cleanup_json json_t *m = manifest(gpus);
+  cleanup_json json_t *spec = spec_of(spec_text);
+  cleanup_error kyb_error *err = NULL;
+  kyb_rt_gpu *g = (kyb_rt_gpu *)1;
+  assert_int_equal(kyb_rt_gpu_prepare(m, spec, double_lib, proc, &g, &err), -1);
+  assert_null(g);
+  const char *msg = kyb_error_message(err);
+  va_list ap;
+  va_start(ap, spec_text);
+  for (const char *want; (want = va_arg(ap, const char *)) != NULL;)
+    if (strstr(msg, want) == NULL) {
+      va_end(ap);
+      fail_msg("want \"%s\" in: %s", want, msg);
+    }
+  va_end(ap);
+  cleanup_free char *c = calls();
+  assert_string_equal(c, "");
+}
+
+#define ENV_SPEC(v) "{\"process\": {\"env\": [\"NVIDIA_VISIBLE_DEVICES=" v "\"]}}"
+
+static void test_containers_gpus_that_do_not_fit(void **state) {
+  (void)state;
+  cleanup_free char *r0 = recorded(G0, H200);
+  cleanup_free char *r1 = recorded(G1, H200);
+  char one[1024], two[2048];
+  snprintf(one, sizeof(one), "[%s]", r0);
+  snprintf(two, sizeof(two), "[%s, %s]", r0, r1);
+  set_world("version 13000\n" GPU_LINE(G0) GPU_LINE(G1));
+  /* Fewer GPUs given than recorded: both sides named. */
+  spec_refused(two, ENV_SPEC(G1), "the image's GPUs do not fit this node",
+               "the checkpoint's GPUs: " G0 " (" H200 "), " G1 " (" H200 "); the new container's "
+               "(from NVIDIA_VISIBLE_DEVICES): " G1 " (" H200 ")",
+               "the checkpoint was taken with 2 GPU(s) (2 x " H200 ") and only 1 are here", NULL);
+  /* No GPU given. */
+  spec_refused(one, ENV_SPEC("none"),
+               "the new container's (from NVIDIA_VISIBLE_DEVICES): none: the checkpoint was "
+               "taken with 1 GPU(s)",
+               NULL);
+  spec_refused(one, "{\"process\": {\"env\": [\"NVIDIA_VISIBLE_DEVICES=void\"]}}",
+               "only 0 are here", NULL);
+  /* The GPU given is another model. */
+  set_world("version 13000\n" GPU_LINE(G0) "gpu " G1 " 150109880320 NVIDIA A100\n");
+  spec_refused(one, ENV_SPEC("1"),
+               "the new container's (from NVIDIA_VISIBLE_DEVICES): " G1 " (NVIDIA A100)",
+               "GPU model mismatch: the checkpoint ran on " G0 " (" H200 ")", NULL);
+  /* Every GPU here: said so. */
+  spec_refused(two, "{}", "the new container's (every GPU here, from no GPU setting in the spec)",
+               NULL);
+  /* A GPU the driver does not list; a MIG device; a minor not on the node. */
+  set_world("version 13000\n" GPU_LINE(G0) GPU_LINE(G1));
+  spec_refused(one, ENV_SPEC(G9), "the image's GPUs do not fit this node",
+               "the container's GPU " G9 " (from NVIDIA_VISIBLE_DEVICES) is not among the GPUs "
+               "the CUDA driver lists (" G0 ", " G1 ")",
+               NULL);
+  spec_refused(one, ENV_SPEC("MIG-4a2e5d4f-3c5b-5b1e-9b3a-6f0c1d2e3f40"),
+               "the new container's GPUs: NVIDIA_VISIBLE_DEVICES names the MIG device",
+               "not supported", NULL);
+  spec_refused(one, "{\"linux\": {\"devices\": [{\"path\": \"/dev/nvidia7\"}]}}",
+               "spec linux.devices gives the GPU device minor 7", NULL);
+}
+
 /* ---- restore ---- */
 
 static void test_restore_all_then_unlock_all(void **state) {
@@ -458,7 +612,7 @@ static void test_restore_all_then_unlock_all(void **state) {
   cleanup_json json_t *m = manifest(gpus);
   cleanup_error kyb_error *err = NULL;
   kyb_rt_gpu *g = NULL;
-  assert_int_equal(kyb_rt_gpu_prepare(m, double_lib, &g, &err), 0);
+  assert_int_equal(kyb_rt_gpu_prepare(m, NULL, double_lib, NULL, &g, &err), 0);
   /* kids[3] sits in a sub-cgroup: the walk finds it too. */
   char procs[64], sub[32];
   snprintf(procs, sizeof(procs), "%d\n%d\n%d\n", (int)kids[0], (int)kids[1], (int)kids[2]);
@@ -504,7 +658,7 @@ static void test_restore_without_cuda_process(void **state) {
   cleanup_json json_t *m = manifest(gpus);
   cleanup_error kyb_error *err = NULL;
   kyb_rt_gpu *g = NULL;
-  assert_int_equal(kyb_rt_gpu_prepare(m, double_lib, &g, &err), 0);
+  assert_int_equal(kyb_rt_gpu_prepare(m, NULL, double_lib, NULL, &g, &err), 0);
   char procs[32];
   snprintf(procs, sizeof(procs), "%d\n", (int)kids[0]);
   cleanup_free char *cg = fake_cgroup("cg-cpu", procs, "");
@@ -544,7 +698,7 @@ static void test_restore_fault(void **state) {
   cleanup_json json_t *m = manifest(gpus);
   cleanup_error kyb_error *err = NULL;
   kyb_rt_gpu *g = NULL;
-  assert_int_equal(kyb_rt_gpu_prepare(m, double_lib, &g, &err), 0);
+  assert_int_equal(kyb_rt_gpu_prepare(m, NULL, double_lib, NULL, &g, &err), 0);
   snprintf(procs, sizeof(procs), "%d\n%d\n", (int)kids[0], (int)kids[1]);
   cleanup_free char *cg = fake_cgroup("cg-fault", procs, "");
   kyb_rt_gpu_times t;
@@ -727,6 +881,8 @@ int main(void) {
       T(test_same_gpus_restore_in_place),
       T(test_other_gpu_of_same_model_is_remapped),
       T(test_remap_needs_cuda_13),
+      T(test_map_onto_the_containers_gpus),
+      T(test_containers_gpus_that_do_not_fit),
       T(test_restore_all_then_unlock_all),
       T(test_restore_without_cuda_process),
       T(test_restore_fault),
