@@ -34,12 +34,16 @@
 #            results.tsv, summary.md, machine.txt, per-case logs
 #   --cpu-only  the same flow with the static counter program and no GPU (to
 #            check the script itself on a machine without a GPU)
+#   --restore-gpus LIST  restore with `kybernate restore --gpus LIST` (GPU
+#            indices or UUIDs): the workloads always run on /dev/nvidia0, so
+#            on a two-GPU machine `--restore-gpus 1` moves them to GPU 1
+#            (the restored process must then show up on GPU 1's UUID)
 # Exit status: 0 when every case passed.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 repo=$(pwd)
 
-sizes="1 4 16" workloads="vram torch" rollback=yes cpu_only=0
+sizes="1 4 16" workloads="vram torch" rollback=yes cpu_only=0 restore_gpus=""
 carry=$repo/.device out=${OUT:-/tmp/kyb-gpu-out}
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -49,6 +53,7 @@ while [ $# -gt 0 ]; do
     --carry) carry=$2; shift ;;
     --out) out=$2; shift ;;
     --cpu-only) cpu_only=1 ;;
+    --restore-gpus) restore_gpus=$2; shift ;;
     -h|--help) sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run-on-device: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -264,13 +269,30 @@ run_case() { # KIND GIB
   say "checkpoint took $ckpt_s s, image $((bytes / 1048576)) MiB, last iteration ${lasts[*]}"
   drop "$id"
   t1=$(date +%s.%N)
+  local gpus_arg=()
+  [ -n "$restore_gpus" ] && gpus_arg=(--gpus "$restore_gpus")
   if ! kyb restore "$name" --name "$id2" --log "$log2" --runc-root "$KYB_NODE_RUNC_ROOT" \
-    >"$out/$id2.restore.out" 2>"$out/$id2.restore.err"; then
+    "${gpus_arg[@]}" >"$out/$id2.restore.out" 2>"$out/$id2.restore.err"; then
     fail "$kind $gib GiB: restore failed: $(tail -n 8 "$out/$id2.restore.err")"; result=fail
   fi
   t2=$(date +%s.%N)
   local line; line=$(runc_log_of "$id2")
   say "kybernate-runc: ${line##*create }"
+  grep -rh '"GPU map: ' "$KYB_NODE_DIR" 2>/dev/null | tail -n 4 | sed 's/.*"msg":"\([^"]*\)".*/\1/' |
+    while read -r m; do say "kybernate-runc: $m"; done
+  if [ "$cpu_only" -eq 0 ]; then
+    local newpid want_uuid
+    newpid=$(ctr --address "$KYB_NODE_SOCKET" -n default task ls 2>/dev/null | awk -v id="$id2" '$1 == id {print $2}')
+    say "GPU processes now (pid, GPU, memory): $(nvidia-smi --query-compute-apps=pid,gpu_uuid,used_memory --format=csv,noheader 2>&1 | tr '\n' ';')"
+    if [ -n "$restore_gpus" ] && [ -n "$newpid" ]; then
+      want_uuid=$(nvidia-smi --query-gpu=index,uuid --format=csv,noheader | awk -F', ' -v i="${restore_gpus%%,*}" '$1 == i || $2 == i {print $2}')
+      if nvidia-smi --query-compute-apps=pid,gpu_uuid --format=csv,noheader | grep -q "$want_uuid"; then
+        say "the restored workload runs on $want_uuid (asked: --gpus $restore_gpus)"
+      else
+        fail "$kind $gib GiB: no process on $want_uuid after restore --gpus $restore_gpus"; result=fail
+      fi
+    fi
+  fi
   local first="" i=0 f
   if [ "$result" = ok ]; then
     for t in $(wl_tags "$kind"); do

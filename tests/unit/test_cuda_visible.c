@@ -207,6 +207,37 @@ static void info_fails(const char *text, const char *want) {
   assert_null(gpus);
 }
 
+/* The information file exactly as the H200 machine's driver 580.159.04 wrote
+ * it (2026-12-01, read with cat on the device): tab-padded values, more
+ * colons in some values. */
+static void test_proc_real_h200_information(void **state) {
+  (void)state;
+  static const char text[] = "Model: \t\t NVIDIA H200\n"
+                             "IRQ:   \t\t 41\n"
+                             "GPU UUID: \t GPU-88d608e1-16e4-a406-85cf-40a90bb1814f\n"
+                             "Video BIOS: \t 96.00.a5.00.1a\n"
+                             "Bus Type: \t PCIe\n"
+                             "DMA Size: \t 52 bits\n"
+                             "DMA Mask: \t 0xfffffffffffff\n"
+                             "Bus Location: \t 0000:00:06.0\n"
+                             "Device Minor: \t 0\n"
+                             "GPU Firmware: \t 580.159.04\n"
+                             "GPU Excluded:\t No\n";
+  cleanup_free char *p = fake_nvidia_proc(base, "h200");
+  assert_int_equal(fake_nvidia_info(p, "0000:00:06.0", text), 0);
+  kyb_nvidia_gpu *gpus = NULL;
+  size_t n = 0;
+  cleanup_error kyb_error *err = NULL;
+  assert_int_equal(kyb_nvidia_gpus(p, &gpus, &n, &err), 0);
+  assert_int_equal(n, 1);
+  assert_string_equal(gpus[0].bus_id, "0000:00:06.0");
+  assert_int_equal(gpus[0].minor, 0);
+  char uuid[KYB_CUDA_UUID_STRLEN + 1];
+  kyb_cuda_uuid_format(&gpus[0].uuid, uuid);
+  assert_string_equal(uuid, "GPU-88d608e1-16e4-a406-85cf-40a90bb1814f");
+  free(gpus);
+}
+
 static void test_proc_bad_information(void **state) {
   (void)state;
   info_fails("Model: X\nGPU UUID: " G0 "\n", "has no \"Device Minor:\" line");
@@ -598,6 +629,7 @@ int main(void) {
       cmocka_unit_test(test_proc_lists_gpus_in_bus_order),
       cmocka_unit_test(test_proc_dir_from_env),
       cmocka_unit_test(test_proc_bad_information),
+      cmocka_unit_test(test_proc_real_h200_information),
       cmocka_unit_test(test_proc_bad_directory),
       cmocka_unit_test(test_parse_lists),
       cmocka_unit_test(test_parse_uuids_need_no_proc_files),
