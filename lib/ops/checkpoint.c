@@ -414,8 +414,7 @@ static int run(op_ctx *c, kyb_checkpoint_result *out, kyb_error **err) {
   out->name = strdup(kyb_staging_name(c->staging));
   out->container_id = strdup(c->ct->id);
   out->digest = steal_ptr(digest);
-  if (asprintf(&out->ref, "%s/%s", kyb_store_uri(c->store), out->name) < 0)
-    out->ref = NULL;
+  out->ref = out->name ? kyb_image_ref_format(kyb_store_uri(c->store), out->name) : NULL;
   if (out->name == NULL || out->container_id == NULL || out->ref == NULL)
     return kyb_error_set(err, ENOMEM, "checkpoint result");
 

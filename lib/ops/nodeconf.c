@@ -4,9 +4,11 @@
 #include <errno.h>
 #include <jansson.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "store/oci.h"
 #include "store/store.h"
 #include "util/cleanup.h"
 #include "util/fs.h"
@@ -29,13 +31,21 @@ void kyb_nodeconf_clear(kyb_nodeconf *c) {
 static int add_store(kyb_nodeconf *c, const char *uri, kyb_error **err) {
   /* Normalise through the store layer so "file:///x/" and "file:///x" are one. */
   cleanup_free char *norm = NULL;
-  if (strncmp(uri, "file://", 7) != 0)
-    return kyb_error_set(err, ENOTSUP, "store %s: only file:// stores are supported so far", uri);
-  if (uri[7] != '/')
+  if (strncmp(uri, "oci://", 6) == 0) {
+    /* "oci://Host:5000/repo/" -> "oci://host:5000/repo", as the store names itself */
+    cleanup_free char *host = NULL, *repo = NULL;
+    if (kyb_oci_uri_parse(uri + 6, &host, &repo, err) < 0)
+      return kyb_error_wrap(err, "store %s", uri);
+    if (asprintf(&norm, "oci://%s/%s", host, repo) < 0)
+      return kyb_error_set(err, ENOMEM, "store list");
+  } else if (strncmp(uri, "file://", 7) != 0) {
+    return kyb_error_set(err, ENOTSUP, "store %s: only file:// and oci:// stores are supported",
+                         uri);
+  } else if (uri[7] != '/') {
     return kyb_error_set(err, EINVAL, "store %s: a file:// store needs an absolute path", uri);
-  norm = strdup(uri);
-  if (norm == NULL)
+  } else if ((norm = strdup(uri)) == NULL) {
     return kyb_error_set(err, ENOMEM, "store list");
+  }
   size_t l = strlen(norm);
   while (l > 8 && norm[l - 1] == '/')
     norm[--l] = '\0';

@@ -29,10 +29,12 @@ static bool store_allowed(const kyb_nodeconf *conf, const char *uri) {
   return false;
 }
 
-/* The image directory must be a real directory directly inside its store:
- * no symlink for the image itself, and its resolved path must be
- * <resolved store dir>/<name>. */
-static int check_containment(const kyb_resolved_image *r, const char *path, kyb_error **err) {
+/* The image directory must be a real directory directly inside its store's
+ * local directory (a file:// store's directory; a remote store's part of the
+ * node cache, where its images are downloaded): no symlink for the image
+ * itself, and its resolved path must be <resolved store dir>/<name>. */
+static int check_containment(const kyb_resolved_image *r, const char *store_dir, const char *path,
+                             kyb_error **err) {
   struct stat st;
   if (lstat(path, &st) < 0)
     return kyb_error_errno(err, "image %s", path);
@@ -40,7 +42,8 @@ static int check_containment(const kyb_resolved_image *r, const char *path, kyb_
     return kyb_error_set(err, EPERM, "image %s is a symbolic link: refused", path);
   if (!S_ISDIR(st.st_mode))
     return kyb_error_set(err, ENOTDIR, "image %s is not a directory", path);
-  const char *store_dir = r->store_uri + strlen("file://");
+  if (store_dir == NULL)
+    return kyb_error_set(err, ENOTSUP, "store %s has no local directory", r->store_uri);
   char real_store[PATH_MAX], real_img[PATH_MAX];
   if (realpath(store_dir, real_store) == NULL)
     return kyb_error_errno(err, "store %s", store_dir);
@@ -76,9 +79,10 @@ static int resolve(const kyb_nodeconf *conf, const char *ref, kyb_resolved_image
     return -1;
   cleanup_free char *path = NULL;
   int r = kyb_store_get_path(store, out->name, &path, err);
+  if (r == 0)
+    r = check_containment(out, kyb_store_local_dir(store), path, err);
   kyb_store_close(store);
-  if (r < 0 || check_containment(out, path, err) < 0 ||
-      kyb_image_verify(path, &out->manifest, err) < 0)
+  if (r < 0 || kyb_image_verify(path, &out->manifest, err) < 0)
     return -1;
   out->dir = steal_ptr(path);
   return 0;

@@ -201,10 +201,8 @@ static int run(const kyb_restore_opts *o, created *c, kyb_restore_result *out, k
   cleanup_json json_t *m = NULL;
   if (kyb_image_load_manifest(dir, &m, err) < 0)
     return -1;
-  if (asprintf(&out->ref, "%s/%s", store_uri, name) < 0) {
-    out->ref = NULL;
+  if ((out->ref = kyb_image_ref_format(store_uri, name)) == NULL)
     return kyb_error_set(err, ENOMEM, "reference");
-  }
   json_t *src = json_object_get(m, "source");
   const char *image = json_string_value(json_object_get(src, "imageRef"));
   const char *snapshotter = json_string_value(json_object_get(src, "snapshotter"));

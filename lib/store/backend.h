@@ -30,6 +30,7 @@ typedef struct kyb_store_ops {
 struct kyb_store {
   const kyb_store_ops *ops;
   char *uri;
+  char *local_dir; /* where get_path's images live (kyb_store_local_dir); set by open */
   void *priv;
 };
 
@@ -43,6 +44,16 @@ struct kyb_staging {
 
 /* Opens a file:// store at an absolute directory path. */
 int kyb_store_file_open(kyb_store *s, const char *path, int flags, kyb_error **err);
+
+/* Opens an oci:// store; rest is what follows "oci://" (store_oci.c). */
+int kyb_store_oci_open(kyb_store *s, const char *rest, int flags, kyb_error **err);
+
+/* The node's image cache, where remote stores stage and download images
+ * (each under <root>/<scheme>/...): $KYBERNATE_IMAGE_CACHE when set (must be
+ * absolute), else KYB_STORE_CACHE_DEFAULT. */
+#define KYB_STORE_CACHE_ENV "KYBERNATE_IMAGE_CACHE"
+#define KYB_STORE_CACHE_DEFAULT "/var/lib/kybernate/cache"
+int kyb_store_cache_root(const char **root, kyb_error **err);
 
 /* Fills a summary from a validated manifest. */
 int kyb_image_summary_from_manifest(const char *name, const json_t *manifest,

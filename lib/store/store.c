@@ -10,6 +10,7 @@
 
 #include "image/image.h"
 #include "store/backend.h"
+#include "store/oci.h"
 #include "util/cleanup.h"
 
 #define URI_MAX 4096u
@@ -17,12 +18,14 @@
 typedef int (*backend_open)(kyb_store *s, const char *rest, int flags, kyb_error **err);
 
 static int open_file(kyb_store *s, const char *rest, int flags, kyb_error **err);
+static int open_oci(kyb_store *s, const char *rest, int flags, kyb_error **err);
 
 static const struct {
   const char *scheme;
   backend_open open;
 } backends[] = {
     {"file", open_file},
+    {"oci", open_oci},
 };
 
 void kyb_image_summary_release(kyb_image_summary *s) {
@@ -118,7 +121,53 @@ static int open_file(kyb_store *s, const char *rest, int flags, kyb_error **err)
     s->uri = NULL;
     return kyb_error_set(err, ENOMEM, "open store");
   }
+  if ((s->local_dir = strdup(dir)) == NULL)
+    return kyb_error_set(err, ENOMEM, "open store");
   return kyb_store_file_open(s, dir, flags, err);
+}
+
+/* oci://host[:port]/repo: nothing to create (flags unused). */
+static int open_oci(kyb_store *s, const char *rest, int flags, kyb_error **err) {
+  return kyb_store_oci_open(s, rest, flags, err);
+}
+
+/* "oci://host[:port]/repo:tag" -> store URI "oci://host[:port]/repo" and
+ * the tag as the image name (inside ref). */
+static int oci_ref(const char *ref, const char *rest, char **uri, const char **nm,
+                   kyb_error **err) {
+  cleanup_free char *store = NULL, *tag = NULL, *host = NULL, *repo = NULL;
+  if (kyb_oci_ref_split(rest, &store, &tag, err) < 0 ||
+      kyb_oci_uri_parse(store, &host, &repo, err) < 0 || kyb_image_name_check(tag, err) < 0)
+    return kyb_error_wrap(err, "image reference \"%s\"", ref);
+  if (asprintf(uri, "oci://%s/%s", host, repo) < 0)
+    *uri = NULL;
+  *nm = ref + strlen(ref) - strlen(tag);
+  return 0;
+}
+
+int kyb_store_cache_root(const char **root, kyb_error **err) {
+  const char *env = getenv(KYB_STORE_CACHE_ENV);
+  if (env == NULL || *env == '\0') {
+    *root = KYB_STORE_CACHE_DEFAULT;
+    return 0;
+  }
+  if (env[0] != '/')
+    return kyb_error_set(err, EINVAL, "$" KYB_STORE_CACHE_ENV " \"%s\" is not an absolute path",
+                         env);
+  *root = env;
+  return 0;
+}
+
+char *kyb_image_ref_format(const char *store_uri, const char *name) {
+  char *ref = NULL;
+  bool oci = strncmp(store_uri, "oci://", 6) == 0;
+  if (asprintf(&ref, "%s%c%s", store_uri, oci ? ':' : '/', name) < 0)
+    return NULL;
+  return ref;
+}
+
+const char *kyb_store_local_dir(const kyb_store *s) {
+  return s->local_dir;
 }
 
 int kyb_store_open(const char *uri, int flags, kyb_store **out, kyb_error **err) {
@@ -147,6 +196,7 @@ int kyb_store_open(const char *uri, int flags, kyb_store **out, kyb_error **err)
     return kyb_error_set(err, ENOMEM, "open store %s", uri);
   if (open(s, rest, flags, err) < 0) {
     free(s->uri);
+    free(s->local_dir);
     free(s);
     return -1;
   }
@@ -160,6 +210,7 @@ void kyb_store_close(kyb_store *s) {
   if (s->ops != NULL)
     s->ops->close(s);
   free(s->uri);
+  free(s->local_dir);
   free(s);
 }
 
@@ -190,6 +241,9 @@ int kyb_image_ref_parse(const char *ref, const char *default_uri, char **store_u
     if (asprintf(&uri, "file://%.*s", dirlen, path) < 0)
       uri = NULL;
     nm = slash + 1;
+  } else if (strcmp(scheme, "oci") == 0) {
+    if (oci_ref(ref, rest, &uri, &nm, err) < 0)
+      return -1;
   } else {
     return kyb_error_set(err, ENOTSUP, "image reference \"%s\": scheme \"%s\" is not supported yet",
                          ref, scheme);

@@ -3,7 +3,8 @@
  * Image stores: where finished checkpoint images live, by URI.
  *
  *     file:///var/lib/kybernate/images   a directory (local disk, hostPath, shared PVC)
- *     oci://registry/repo:tag, s3://...   later, as further backends
+ *     oci://registry[:port]/repo           an OCI registry repository (image = tag)
+ *     s3://...                             later, as a further backend
  *
  * A store is opened from its URI and used through one small interface
  * (stage / put / get-path / stat / list / delete), so the checkpoint and
@@ -62,9 +63,21 @@ const char *kyb_store_uri(const kyb_store *s);
 
 /* Splits an image reference into store URI and image name: a bare name means
  * `default_uri` (NULL: KYB_STORE_DEFAULT_URI); "file:///dir/name" means
- * store "file:///dir", image "name".  Other schemes fail with ENOTSUP. */
+ * store "file:///dir", image "name"; "oci://host[:port]/repo:tag" means
+ * store "oci://host[:port]/repo", image "tag".  Other schemes fail with
+ * ENOTSUP. */
 int kyb_image_ref_parse(const char *ref, const char *default_uri, char **store_uri, char **name,
                         kyb_error **err);
+
+/* The reference of image `name` in the store at store_uri, the inverse of
+ * kyb_image_ref_parse: "<uri>/<name>", or "<uri>:<name>" for oci://.
+ * NULL when out of memory. */
+char *kyb_image_ref_format(const char *store_uri, const char *name);
+
+/* The local directory the paths kyb_store_get_path returns are directly
+ * in: a file:// store's directory; for a remote store, its part of the
+ * node's image cache. */
+const char *kyb_store_local_dir(const kyb_store *s);
 
 /* Starts an image: a fresh, private directory to build it in.  Fails with
  * EEXIST at once when the store already has `name`. */
