@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "store/oci.h"
+#include "store/s3.h"
 #include "store/store.h"
 #include "util/cleanup.h"
 #include "util/fs.h"
@@ -38,9 +39,16 @@ static int add_store(kyb_nodeconf *c, const char *uri, kyb_error **err) {
       return kyb_error_wrap(err, "store %s", uri);
     if (asprintf(&norm, "oci://%s/%s", host, repo) < 0)
       return kyb_error_set(err, ENOMEM, "store list");
+  } else if (strncmp(uri, "s3://", 5) == 0) {
+    /* "s3://bkt//a/b/" -> "s3://bkt/a/b", as the store names itself */
+    cleanup_free char *bucket = NULL, *prefix = NULL;
+    if (kyb_s3_uri_parse(uri + 5, &bucket, &prefix, err) < 0)
+      return kyb_error_wrap(err, "store %s", uri);
+    if (asprintf(&norm, "s3://%s%s%s", bucket, *prefix ? "/" : "", prefix) < 0)
+      return kyb_error_set(err, ENOMEM, "store list");
   } else if (strncmp(uri, "file://", 7) != 0) {
-    return kyb_error_set(err, ENOTSUP, "store %s: only file:// and oci:// stores are supported",
-                         uri);
+    return kyb_error_set(err, ENOTSUP,
+                         "store %s: only file://, oci:// and s3:// stores are supported", uri);
   } else if (uri[7] != '/') {
     return kyb_error_set(err, EINVAL, "store %s: a file:// store needs an absolute path", uri);
   } else if ((norm = strdup(uri)) == NULL) {

@@ -11,6 +11,7 @@
 #include "image/image.h"
 #include "store/backend.h"
 #include "store/oci.h"
+#include "store/s3.h"
 #include "util/cleanup.h"
 
 #define URI_MAX 4096u
@@ -19,6 +20,7 @@ typedef int (*backend_open)(kyb_store *s, const char *rest, int flags, kyb_error
 
 static int open_file(kyb_store *s, const char *rest, int flags, kyb_error **err);
 static int open_oci(kyb_store *s, const char *rest, int flags, kyb_error **err);
+static int open_s3(kyb_store *s, const char *rest, int flags, kyb_error **err);
 
 static const struct {
   const char *scheme;
@@ -26,6 +28,7 @@ static const struct {
 } backends[] = {
     {"file", open_file},
     {"oci", open_oci},
+    {"s3", open_s3},
 };
 
 void kyb_image_summary_release(kyb_image_summary *s) {
@@ -170,6 +173,32 @@ const char *kyb_store_local_dir(const kyb_store *s) {
   return s->local_dir;
 }
 
+/* s3://bucket[/prefix]: no local directory to create (flags unused). */
+static int open_s3(kyb_store *s, const char *rest, int flags, kyb_error **err) {
+  (void)flags;
+  return kyb_store_s3_open(s, rest, err);
+}
+
+/* "s3://bucket[/prefix]/name" -> store URI and name (inside ref). */
+static int s3_ref(const char *ref, const char *rest, char **uri, const char **nm, kyb_error **err) {
+  const char *slash = strrchr(rest, '/');
+  if (slash == NULL)
+    return kyb_error_set(err, EINVAL, "image reference \"%s\": expected s3://bucket[/prefix]/name",
+                         ref);
+  if (kyb_image_name_check(slash + 1, err) < 0)
+    return kyb_error_wrap(err, "image reference \"%s\"", ref);
+  cleanup_free char *store = strndup(rest, (size_t)(slash - rest));
+  cleanup_free char *bucket = NULL, *prefix = NULL;
+  if (store == NULL)
+    return kyb_error_set(err, ENOMEM, "image reference");
+  if (kyb_s3_uri_parse(store, &bucket, &prefix, err) < 0)
+    return kyb_error_wrap(err, "image reference \"%s\"", ref);
+  if (asprintf(uri, "s3://%s%s%s", bucket, *prefix ? "/" : "", prefix) < 0)
+    *uri = NULL;
+  *nm = slash + 1;
+  return 0;
+}
+
 int kyb_store_open(const char *uri, int flags, kyb_store **out, kyb_error **err) {
   if (uri == NULL)
     uri = KYB_STORE_DEFAULT_URI;
@@ -243,6 +272,9 @@ int kyb_image_ref_parse(const char *ref, const char *default_uri, char **store_u
     nm = slash + 1;
   } else if (strcmp(scheme, "oci") == 0) {
     if (oci_ref(ref, rest, &uri, &nm, err) < 0)
+      return -1;
+  } else if (strcmp(scheme, "s3") == 0) {
+    if (s3_ref(ref, rest, &uri, &nm, err) < 0)
       return -1;
   } else {
     return kyb_error_set(err, ENOTSUP, "image reference \"%s\": scheme \"%s\" is not supported yet",

@@ -4,7 +4,7 @@
  *
  *     file:///var/lib/kybernate/images   a directory (local disk, hostPath, shared PVC)
  *     oci://registry[:port]/repo           an OCI registry repository (image = tag)
- *     s3://...                             later, as a further backend
+ *     s3://bucket[/prefix]                 an S3 bucket (path-style, SigV4; lib/store/s3.h)
  *
  * A store is opened from its URI and used through one small interface
  * (stage / put / get-path / stat / list / delete), so the checkpoint and
@@ -64,7 +64,8 @@ const char *kyb_store_uri(const kyb_store *s);
 /* Splits an image reference into store URI and image name: a bare name means
  * `default_uri` (NULL: KYB_STORE_DEFAULT_URI); "file:///dir/name" means
  * store "file:///dir", image "name"; "oci://host[:port]/repo:tag" means
- * store "oci://host[:port]/repo", image "tag".  Other schemes fail with
+ * store "oci://host[:port]/repo", image "tag"; "s3://bucket[/prefix]/name"
+ * means store "s3://bucket[/prefix]", image "name".  Other schemes fail with
  * ENOTSUP. */
 int kyb_image_ref_parse(const char *ref, const char *default_uri, char **store_uri, char **name,
                         kyb_error **err);

@@ -284,9 +284,9 @@ static void test_uris_and_refs(void **state) {
   (void)state;
   cleanup_error kyb_error *err = NULL;
   kyb_store *s = NULL;
-  assert_int_equal(kyb_store_open("s3://bucket/prefix", 0, &s, &err), -1);
+  assert_int_equal(kyb_store_open("gs://bucket/prefix", 0, &s, &err), -1);
   assert_int_equal(kyb_error_code(err), ENOTSUP);
-  assert_non_null(strstr(kyb_error_message(err), "scheme \"s3\" is not supported yet"));
+  assert_non_null(strstr(kyb_error_message(err), "scheme \"gs\" is not supported yet"));
   kyb_error_clear(&err);
   assert_int_equal(kyb_store_open("oci://registry/repo:tag", 0, &s, &err), -1);
   assert_int_equal(kyb_error_code(err), EINVAL); /* a store names no tag (test_store_oci) */
@@ -329,7 +329,7 @@ static void test_uris_and_refs(void **state) {
     kyb_error_clear(&err);
   }
   cleanup_free char *u = NULL, *nm = NULL;
-  assert_int_equal(kyb_image_ref_parse("s3://b/x", NULL, &u, &nm, &err), -1);
+  assert_int_equal(kyb_image_ref_parse("gs://b/x", NULL, &u, &nm, &err), -1);
   assert_int_equal(kyb_error_code(err), ENOTSUP);
 }
 
