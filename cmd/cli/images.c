@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * kybernate images: ls, inspect, verify, rm over a store.
+ * kybernate images: ls, inspect, verify, rm, cleanup over a store.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -20,6 +20,7 @@ static void usage(FILE *out) {
                "       kybernate [GLOBAL OPTIONS] images inspect REF\n"
                "       kybernate [GLOBAL OPTIONS] images verify REF\n"
                "       kybernate [GLOBAL OPTIONS] images rm REF [REF...]\n"
+               "       kybernate [GLOBAL OPTIONS] images cleanup [--min-age SECONDS] [STORE-URI]\n"
                "\n"
                "REF is an image name in the store given by --store, or a full reference\n"
                "such as file:///var/lib/kybernate/images/NAME.\n"
@@ -27,7 +28,10 @@ static void usage(FILE *out) {
                "  ls       list the images of a store\n"
                "  inspect  print an image's manifest (JSON)\n"
                "  verify   check every file of an image against its manifest's digests\n"
-               "  rm       remove images\n");
+               "  rm       remove images\n"
+               "  cleanup  remove what crashed or killed checkpoints and deletions left\n"
+               "           behind (staging directories no process holds; for s3://, parts\n"
+               "           of never-published uploads) older than --min-age (default 3600)\n");
 }
 
 void cli_format_size(unsigned long long bytes, char *buf, unsigned long size) {
@@ -158,6 +162,43 @@ static int images_rm(const kyb_cli *cli, int argc, char **argv) {
   return rc;
 }
 
+static int images_cleanup(const kyb_cli *cli, int argc, char **argv) {
+  unsigned long long min_age = 3600;
+  const char *uri = cli->store;
+  int i = 1;
+  if (i < argc && strcmp(argv[i], "--min-age") == 0) {
+    const char *v = i + 1 < argc ? argv[i + 1] : "";
+    char *end = NULL;
+    errno = 0;
+    min_age = strtoull(v, &end, 10);
+    if (errno != 0 || end == v || *end != '\0' || v[0] == '-') {
+      usage(stderr);
+      return CLI_USAGE;
+    }
+    i += 2;
+  }
+  if (i < argc)
+    uri = argv[i++];
+  if (i != argc) {
+    usage(stderr);
+    return CLI_USAGE;
+  }
+  kyb_error *err = NULL;
+  kyb_store *store = NULL;
+  size_t removed = 0;
+  if (kyb_store_open(uri, 0, &store, &err) < 0 ||
+      kyb_store_cleanup(store, min_age, &removed, &err) < 0) {
+    kyb_store_close(store);
+    return fail(err);
+  }
+  kyb_store_close(store);
+  if (cli->json)
+    printf("{\"removed\": %zu}\n", removed);
+  else
+    printf("removed %zu leftover%s\n", removed, removed == 1 ? "" : "s");
+  return CLI_OK;
+}
+
 int cmd_images(const kyb_cli *cli, int argc, char **argv) {
   if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
     usage(argc < 2 ? stderr : stdout);
@@ -175,6 +216,8 @@ int cmd_images(const kyb_cli *cli, int argc, char **argv) {
     return images_inspect(cli, argv[2], strcmp(sub, "verify") == 0);
   if ((strcmp(sub, "rm") == 0 || strcmp(sub, "delete") == 0) && argc >= 3)
     return images_rm(cli, argc - 1, argv + 1);
+  if (strcmp(sub, "cleanup") == 0)
+    return images_cleanup(cli, argc - 1, argv + 1);
   usage(stderr);
   return CLI_USAGE;
 }

@@ -19,7 +19,9 @@ Checked, with real checkpoint images of the counter (root, a harness node):
   - a flipped byte in a stored blob (the page file's, the manifest's) is
     detected while downloading, and nothing is published in the cache;
   - an upload killed midway (SIGKILL during the multipart upload) leaves no
-    visible image; the retry under the same name completes;
+    visible image; `images cleanup` removes what it left (S3 parts, the
+    unfinished upload, the local staging directory); the retry under the
+    same name completes;
 without a node:
   - a wrong secret or an unknown access key: 403 with S3's code and where the
     credentials came from; credentials from a file (KYBERNATE_S3_CREDENTIALS);
@@ -218,7 +220,7 @@ def test_flipped_byte_detected(s3, kyb, node, cache):
     assert_nothing_cached(cache, "manifest")
 
 
-def test_killed_upload_then_retry(s3, s3env, kyb, node, build_dir):
+def test_killed_upload_then_retry(s3, s3env, kyb, node, build_dir, cache):
     prefix, name = "killed", "ctr-k"
     uri = s3.store_uri(prefix)
     start_counter(node, "c3", 64)
@@ -241,6 +243,16 @@ def test_killed_upload_then_retry(s3, s3env, kyb, node, build_dir):
     assert r.returncode == 0 and name not in r.stdout, r.stdout + r.stderr
     r = kyb("images", "verify", f"{uri}/{name}")
     assert r.returncode == 1 and f"no image {name}" in r.stderr, r.stderr
+
+    # what it left: parts in S3 (an unfinished multipart upload, blobs) and
+    # its staging directory in the spool; cleanup removes them all
+    assert s3.uploads(f"{prefix}/") or s3.keys(f"{prefix}/")
+    assert list((cache / "spool").glob(".staging-*")), "no staging dir left to clean up"
+    r = kyb("images", "cleanup", "--min-age", "0", uri)
+    assert r.returncode == 0, r.stderr
+    assert int(r.stdout.split()[1]) >= 2, r.stdout  # the S3 leftovers and the staging dir
+    assert s3.uploads(f"{prefix}/") == [] and s3.keys(f"{prefix}/") == {}
+    assert not list((cache / "spool").glob(".staging-*"))
 
     # the killed checkpoint left the task paused: resume it, then retry
     if node.tasks().get("c3", (None, None))[1] == "PAUSED":
