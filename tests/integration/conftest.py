@@ -106,3 +106,48 @@ def node(make_node):
 def node_pair(make_node):
     """Two started nodes side by side."""
     return make_node("a"), make_node("b")
+
+
+# ---------------------------------------------------------------- Kubernetes doubles
+
+@pytest.fixture
+def kube_api():
+    """A started Kubernetes API server double (tests/doubles/kube_apiserver.py)
+    in this process: http on 127.0.0.1, short bookmark and too-large-rv waits;
+    stopped after the test.  docs/testing.md."""
+    from tests.doubles.kube_apiserver import KubeApiServer
+    with KubeApiServer(bookmark_interval=0.3, too_large_wait=0.3) as api:
+        yield api
+
+
+@pytest.fixture
+def kube_client(kube_api):
+    """A tests.harness.kubeapi.KubeClient of kube_api."""
+    from tests.harness.kubeapi import KubeClient
+    client = KubeClient.for_server(kube_api)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def make_kubelet(kube_client):
+    """Factory: make_kubelet(node, node_name=None, **NodeKubelet kwargs) -> a
+    started kubelet stand-in (tests/harness/kubelet.py) of a harness node,
+    registered as a Node in kube_api; stopped (its pods torn down) after the
+    test, before the nodes stop."""
+    from tests.harness.cri import CriSetupError
+    from tests.harness.kubelet import NodeKubelet
+    made = []
+
+    def make(node, node_name=None, **kw):
+        try:
+            kubelet = NodeKubelet(kube_client, node, node_name, **kw).start()
+        except CriSetupError as e:
+            pytest.fail(f"{e} (the test machine is not set up: run scripts/setup)",
+                        pytrace=False)
+        made.append(kubelet)
+        return kubelet
+
+    yield make
+    for kubelet in made:
+        kubelet.stop()
