@@ -16,7 +16,10 @@ struct oci_store {
   char *repo;       /* "team/checkpoints" */
   char *base;       /* "https://registry.example:5000" */
   char *cache_dir;  /* node cache: <cache>/oci/<host>/<repo>, a file:// store */
+  char *memo_dir;   /* <cache>/oci/blobs: file digest -> a blob known to hold it */
   kyb_store *cache; /* opened on first use */
+  char *spool_dir;  /* <cache>/spool: where checkpoints are staged before a push */
+  kyb_store *spool; /* opened on first use */
   kyb_http *http;
   char *authz; /* "Authorization: ..." sent with every request; NULL: none yet */
   char *user;  /* credentials, loaded on the first 401 */

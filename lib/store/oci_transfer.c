@@ -7,7 +7,9 @@
  * POST /blobs/uploads/, PATCH in chunks of CHUNK bytes, PUT ?digest= with
  * the rest (one PUT when the blob is small).  The file's digest and size
  * from the compression must be the manifest's, else the push stops: what is
- * pushed is what the checkpoint hashed.  Then manifest.json as the config
+ * pushed is what the checkpoint hashed.  A part whose blob the node has
+ * pushed or pulled before (the blob memo, below) and the registry has is not
+ * sent again.  Then manifest.json as the config
  * blob (skipped when the registry has it), and the registry manifest LAST:
  * until that PUT no tag exists, so a push that dies half-way leaves only
  * unreferenced blobs and upload sessions, which the registry collects.  A
@@ -56,6 +58,23 @@ static void pause_ms(long ms) {
   struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
   while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
     ;
+}
+
+static uint64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Parts of 16 MiB and more get a line each: long transfers show progress. */
+static void report(const char *path, const char *verb, uint64_t file, uint64_t blob, uint64_t ms) {
+  double mib = (double)file / (1 << 20);
+  if (file >= (16u << 20))
+    log_info("%s %s: %.1f MiB as %.1f MiB in %.1f s (%.0f MiB/s)", verb, path, mib,
+             (double)blob / (1 << 20), (double)ms / 1000, ms ? mib * 1000 / (double)ms : 0.0);
+  else
+    log_debug("%s %s: %llu bytes as %llu", verb, path, (unsigned long long)file,
+              (unsigned long long)blob);
 }
 
 static bool transient_status(long st) {
@@ -215,6 +234,75 @@ static void upload_abort(upload *u) {
   kyb_http_resp_clear(&rs);
 }
 
+static int blob_exists(struct oci_store *o, const char *digest, uint64_t size, kyb_error **err) {
+  cleanup_free char *suffix = NULL;
+  if (asprintf(&suffix, "/blobs/%s", digest) < 0)
+    return kyb_error_set(err, ENOMEM, "blob URL");
+  cleanup_free char *url = kyb_oci_url(o, suffix);
+  if (url == NULL)
+    return kyb_error_set(err, ENOMEM, "blob URL");
+  kyb_http_req rq = {.method = "HEAD", .url = url, .what = "look for blob"};
+  kyb_http_resp rs = {0};
+  int r = kyb_oci_do(o, &rq, &rs, err);
+  if (r == 0) {
+    const char *cl = kyb_http_resp_header(&rs, "Content-Length");
+    if (rs.status == 200)
+      r = cl != NULL && strtoull(cl, NULL, 10) == size;
+    else
+      r = rs.status == 404 ? 0 : kyb_oci_status_error(o, &rq, &rs, err);
+  }
+  kyb_http_resp_clear(&rs);
+  return r;
+}
+
+/* ---- the blob memo ---------------------------------------------------------
+ * <cache>/oci/blobs/<file sha256 hex> holds "sha256:<blob hex> <blob size>":
+ * a blob this node pushed or pulled that decompresses to that file.  A push
+ * asks the registry (HEAD) for that blob first and skips the upload when it
+ * has it: parts that did not change since the last checkpoint (the rootfs
+ * diff, most small CRIU files) and retried pushes cost one request.  A wrong
+ * memo cannot slip through: every pull checks both digests. */
+
+static char *memo_path(const struct oci_store *o, const char *file_digest) {
+  return kyb_path_join(o->memo_dir, file_digest + 7);
+}
+
+/* 1 with the blob's digest and size, 0 when there is no (usable) memo. */
+static int memo_get(const struct oci_store *o, const char *file_digest,
+                    char blob[KYB_DIGEST_LEN + 1], uint64_t *size) {
+  cleanup_free char *path = memo_path(o, file_digest);
+  cleanup_free char *buf = NULL;
+  size_t len = 0;
+  cleanup_error kyb_error *err = NULL;
+  if (path == NULL || kyb_read_file(path, 128, &buf, &len, &err) < 0)
+    return 0;
+  /* "sha256:<64 hex> <decimal>\n" exactly */
+  if (len < KYB_DIGEST_LEN + 2 || buf[KYB_DIGEST_LEN] != ' ' || buf[KYB_DIGEST_LEN + 1] < '0' ||
+      buf[KYB_DIGEST_LEN + 1] > '9')
+    return 0;
+  buf[KYB_DIGEST_LEN] = '\0';
+  char *end = NULL;
+  errno = 0;
+  unsigned long long n = strtoull(buf + KYB_DIGEST_LEN + 1, &end, 10);
+  if (!kyb_digest_valid(buf) || errno != 0 || *end != '\n' || end[1] != '\0')
+    return 0;
+  memcpy(blob, buf, KYB_DIGEST_LEN + 1);
+  *size = n;
+  return 1;
+}
+
+static void memo_put(const struct oci_store *o, const kyb_oci_layer *l) {
+  cleanup_free char *path = memo_path(o, l->file_digest);
+  char line[128];
+  int n =
+      snprintf(line, sizeof(line), "%s %llu\n", l->blob_digest, (unsigned long long)l->blob_size);
+  cleanup_error kyb_error *err = NULL;
+  if (path == NULL || kyb_mkdir_p(o->memo_dir, 0700, &err) < 0 ||
+      kyb_write_file_atomic(path, line, (size_t)n, 0600, &err) < 0)
+    log_debug("blob memo for %s not written: %s", l->file_digest,
+              err ? kyb_error_message(err) : "out of memory");
+}
+
 /* One file of the image as one blob; fills the layer. */
 static int push_part(struct oci_store *o, const char *dir, const json_t *file, kyb_oci_layer *l,
                      kyb_error **err) {
@@ -224,6 +312,20 @@ static int push_part(struct oci_store *o, const char *dir, const json_t *file, k
   cleanup_free char *full = kyb_path_join(dir, path);
   if (full == NULL || (l->path = strdup(path)) == NULL)
     return kyb_error_set(err, ENOMEM, "push");
+  char want[KYB_DIGEST_LEN + 1];
+  snprintf(want, sizeof(want), "sha256:%s", hex);
+  if (memo_get(o, want, l->blob_digest, &l->blob_size) == 1) {
+    int ex = blob_exists(o, l->blob_digest, l->blob_size, err);
+    if (ex < 0)
+      return kyb_error_wrap(err, "push %s", path);
+    if (ex > 0) { /* the registry has it: nothing to send */
+      memcpy(l->file_digest, want, sizeof(want));
+      l->file_size = size;
+      log_debug("%s: the registry has its blob %s already", path, l->blob_digest);
+      return 0;
+    }
+  }
+  uint64_t t0 = now_ms();
   for (int attempt = 1;; attempt++) {
     upload u = {.o = o, .own = malloc(CHUNK)};
     if (u.own == NULL)
@@ -246,8 +348,8 @@ static int push_part(struct oci_store *o, const char *dir, const json_t *file, k
       l->blob_size = res.blob_size;
       l->file_size = res.file_size;
       upload_release(&u);
-      log_debug("pushed %s: %llu bytes as %llu", path, (unsigned long long)l->file_size,
-                (unsigned long long)l->blob_size);
+      memo_put(o, l);
+      report(path, "pushed", l->file_size, l->blob_size, now_ms() - t0);
       return 0;
     }
     upload_abort(&u);
@@ -259,27 +361,6 @@ static int push_part(struct oci_store *o, const char *dir, const json_t *file, k
     kyb_error_clear(err);
     pause_ms(1000L * attempt);
   }
-}
-
-static int blob_exists(struct oci_store *o, const char *digest, uint64_t size, kyb_error **err) {
-  cleanup_free char *suffix = NULL;
-  if (asprintf(&suffix, "/blobs/%s", digest) < 0)
-    return kyb_error_set(err, ENOMEM, "blob URL");
-  cleanup_free char *url = kyb_oci_url(o, suffix);
-  if (url == NULL)
-    return kyb_error_set(err, ENOMEM, "blob URL");
-  kyb_http_req rq = {.method = "HEAD", .url = url, .what = "look for blob"};
-  kyb_http_resp rs = {0};
-  int r = kyb_oci_do(o, &rq, &rs, err);
-  if (r == 0) {
-    const char *cl = kyb_http_resp_header(&rs, "Content-Length");
-    if (rs.status == 200)
-      r = cl != NULL && strtoull(cl, NULL, 10) == size;
-    else
-      r = rs.status == 404 ? 0 : kyb_oci_status_error(o, &rq, &rs, err);
-  }
-  kyb_http_resp_clear(&rs);
-  return r;
 }
 
 static int push_config(struct oci_store *o, const char *data, size_t len, const char *digest,
@@ -466,6 +547,7 @@ static int pull_part(struct oci_store *o, int rootfd, const kyb_oci_layer *l, ky
   cleanup_free char *url = kyb_oci_url(o, suffix);
   if (url == NULL)
     return kyb_error_set(err, ENOMEM, "blob URL");
+  uint64_t t0 = now_ms();
   for (int attempt = 1;; attempt++) {
     bool transient = false;
     if (pull_attempt(o, fd, l, url, &transient, err) == 0)
@@ -479,6 +561,8 @@ static int pull_part(struct oci_store *o, int rootfd, const kyb_oci_layer *l, ky
   }
   if (fsync(fd) < 0)
     return kyb_error_errno(err, "fsync %s", l->path);
+  memo_put(o, l);
+  report(l->path, "pulled", l->file_size, l->blob_size, now_ms() - t0);
   return 0;
 }
 

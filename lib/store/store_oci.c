@@ -20,10 +20,12 @@
  * /etc/kybernate/registry-auth.json when present -- a Kubernetes secret
  * mounts there), else $KYBERNATE_REGISTRY_USERNAME/_PASSWORD.
  *
- * Local side: images are staged and downloaded in the node cache
- * ($KYBERNATE_CACHE, default /var/lib/kybernate/cache), under
- * oci/<host>/<repo>/, itself a file:// store: a download is published there
- * atomically, like any local image.
+ * Local side, under the node cache root ($KYBERNATE_IMAGE_CACHE, default
+ * /var/lib/kybernate/cache): a checkpoint is staged in <root>/spool (shared
+ * with s3://, never published into) and pushed from there; a download goes
+ * to <root>/oci/<host>/<repo>/, a file:// store where it is published
+ * atomically like any local image; <root>/oci/blobs is the blob memo
+ * (oci_transfer.c).
  */
 #define KYB_LOG_MODULE "oci"
 
@@ -450,35 +452,37 @@ static int oci_list(kyb_store *s, kyb_image_summary **out, size_t *n, kyb_error 
     }
     cnt++;
   }
-  if (cnt > 0)
+  if (cnt > 0) {
     qsort(v, cnt, sizeof(*v), cmp_summary);
+  } else {
+    free(v); /* as the file store: no images, no array */
+    v = NULL;
+  }
   *out = v;
   *n = cnt;
   return 0;
 }
 
-kyb_store *kyb_oci_cache(struct oci_store *o, kyb_error **err) {
-  if (o->cache != NULL)
-    return o->cache;
-  kyb_store *c = calloc(1, sizeof(*c));
-  if (c == NULL || (c->uri = malloc(strlen(o->cache_dir) + 8)) == NULL ||
-      (c->local_dir = strdup(o->cache_dir)) == NULL) {
-    if (c != NULL)
-      free(c->uri);
-    free(c);
-    kyb_error_set(err, ENOMEM, "node cache");
+/* The file:// store at dir, opened (and created) on first use into *slot. */
+static kyb_store *open_local(const char *dir, kyb_store **slot, const char *what, kyb_error **err) {
+  if (*slot != NULL)
+    return *slot;
+  cleanup_free char *uri = NULL;
+  kyb_store *c = NULL;
+  if (asprintf(&uri, "file://%s", dir) < 0) {
+    kyb_error_set(err, ENOMEM, "%s", what);
     return NULL;
   }
-  sprintf(c->uri, "file://%s", o->cache_dir);
-  if (kyb_store_file_open(c, o->cache_dir, KYB_STORE_CREATE, err) < 0) {
-    kyb_error_wrap(err, "node cache for %s/%s", o->host, o->repo);
-    free(c->uri);
-    free(c->local_dir);
-    free(c);
+  if (kyb_store_open(uri, KYB_STORE_CREATE, &c, err) < 0) {
+    kyb_error_wrap(err, "%s", what);
     return NULL;
   }
-  o->cache = c;
+  *slot = c;
   return c;
+}
+
+kyb_store *kyb_oci_cache(struct oci_store *o, kyb_error **err) {
+  return open_local(o->cache_dir, &o->cache, "node image cache ($" KYB_STORE_CACHE_ENV ")", err);
 }
 
 static int oci_remove(kyb_store *s, const char *name, kyb_error **err) {
@@ -527,7 +531,9 @@ static int oci_stage(kyb_store *s, kyb_staging *st, kyb_error **err) {
     return -1;
   if (ex > 0)
     return kyb_error_set(err, EEXIST, "image %s already exists in store %s", st->name, s->uri);
-  kyb_store *c = kyb_oci_cache(o, err);
+  /* Staged in the spool, not the cache: a cached copy of an image deleted
+   * from the registry must not block a new one of its name. */
+  kyb_store *c = open_local(o->spool_dir, &o->spool, "node spool ($" KYB_STORE_CACHE_ENV ")", err);
   if (c == NULL)
     return -1;
   return c->ops->stage(c, st, err);
@@ -542,16 +548,23 @@ static void oci_discard(kyb_store *s, kyb_staging *st) {
     log_warn_chain(err, "discard staging directory %s", st->path);
 }
 
+/* Staging directories of dead processes, in the spool and the cache. */
 static int oci_cleanup(kyb_store *s, uint64_t min_age_s, size_t *removed, kyb_error **err) {
   struct oci_store *o = oci_of(s);
-  struct stat sb;
+  const char *dirs[] = {o->spool_dir, o->cache_dir};
+  kyb_store **slots[] = {&o->spool, &o->cache};
   *removed = 0;
-  if (stat(o->cache_dir, &sb) < 0 && errno == ENOENT)
-    return 0;
-  kyb_store *c = kyb_oci_cache(o, err);
-  if (c == NULL)
-    return -1;
-  return c->ops->cleanup(c, min_age_s, removed, err);
+  for (size_t i = 0; i < 2; i++) {
+    struct stat sb;
+    size_t n = 0;
+    if (stat(dirs[i], &sb) < 0 && errno == ENOENT)
+      continue;
+    kyb_store *c = open_local(dirs[i], slots[i], "node cache", err);
+    if (c == NULL || c->ops->cleanup(c, min_age_s, &n, err) < 0)
+      return -1;
+    *removed += n;
+  }
+  return 0;
 }
 
 static void oci_close(kyb_store *s) {
@@ -559,6 +572,7 @@ static void oci_close(kyb_store *s) {
   if (o == NULL)
     return;
   kyb_store_close(o->cache);
+  kyb_store_close(o->spool);
   kyb_http_free(o->http);
   set_authz(o, NULL);
   if (o->password != NULL)
@@ -569,6 +583,8 @@ static void oci_close(kyb_store *s) {
   free(o->repo);
   free(o->base);
   free(o->cache_dir);
+  free(o->memo_dir);
+  free(o->spool_dir);
   free(o);
   s->priv = NULL;
 }
@@ -609,6 +625,14 @@ static int open_oci(kyb_store *s, struct oci_store *o, const char *rest, kyb_err
   }
   if (asprintf(&o->cache_dir, "%s/oci/%s/%s", root, host_dir, o->repo) < 0) {
     o->cache_dir = NULL;
+    return kyb_error_set(err, ENOMEM, "open store");
+  }
+  if (asprintf(&o->memo_dir, "%s/oci/blobs", root) < 0) {
+    o->memo_dir = NULL;
+    return kyb_error_set(err, ENOMEM, "open store");
+  }
+  if (asprintf(&o->spool_dir, "%s/spool", root) < 0) {
+    o->spool_dir = NULL;
     return kyb_error_set(err, ENOMEM, "open store");
   }
   if ((s->local_dir = strdup(o->cache_dir)) == NULL)

@@ -136,8 +136,8 @@ class _TokenIssuer:
         for scope in scopes:
             typ, _, rest = scope.partition(":")
             name, _, actions = rest.rpartition(":")
-            # anonymous users may only pull
-            acts = [a for a in actions.split(",") if a and (user or a == "pull")]
+            # anonymous users get a token with no rights at all
+            acts = [a for a in actions.split(",") if a and user]
             access.append({"type": typ, "name": name, "actions": acts})
         now = int(time.time())
         claims = {"iss": ISSUER, "sub": user or "", "aud": q.get("service", [""])[0],

@@ -11,7 +11,9 @@
  * /usr/bin/docker-registry is missing): push in chunks, no overwrite, list,
  * stat, pull into the node cache and reuse of the cached copy, delete, a
  * flipped byte in a stored blob refused with nothing left in the cache, and
- * a file changed after its manifest refused at push with no tag visible. */
+ * a file changed after its manifest refused at push with no tag visible,
+ * unchanged parts not sent twice (the blob memo) and a lying memo caught at
+ * pull. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -653,16 +655,130 @@ static void test_live_changed_file_refused(void **state) {
   kyb_store *s = NULL;
   assert_int_equal(kyb_store_open(store_uri, 0, &s, &err), 0);
   kyb_staging *st = stage_image(s, "img-c", 1u << 20);
-  cleanup_free char *p = kyb_path_join(kyb_staging_path(st), "criu/core-1.img");
-  assert_int_equal(kyb_write_file_atomic(p, "CORE", 4, 0600, &err), 0); /* same size */
+  /* pages-1.img changes after the manifest was written (same size); its
+   * content was never pushed, so no memo can stand in for it */
+  cleanup_free char *p = kyb_path_join(kyb_staging_path(st), "criu/pages-1.img");
+  flip_byte(p, 4096 + 17);
   assert_int_equal(kyb_store_put(s, st, &err), -1);
   assert_int_equal(kyb_error_code(err), EBADMSG);
-  assert_non_null(strstr(kyb_error_message(err), "criu/core-1.img"));
+  assert_non_null(strstr(kyb_error_message(err), "criu/pages-1.img"));
   kyb_error_clear(&err);
   kyb_staging_free(st);
   kyb_image_summary one = {0};
   assert_int_equal(kyb_store_stat(s, "img-c", &one, &err), -1);
   assert_int_equal(kyb_error_code(err), ENOENT);
+  kyb_store_close(s);
+}
+
+/* The registry manifest of image `name` in kyb/unit. */
+static void registry_manifest(const char *name, kyb_oci_manifest *m) {
+  cleanup_free char *url = NULL;
+  assert_true(asprintf(&url, "http://127.0.0.1:%d/v2/kyb/unit/manifests/%s", registry_port, name) >
+              0);
+  kyb_http *h = NULL;
+  cleanup_error kyb_error *err = NULL;
+  assert_int_equal(kyb_http_new(NULL, &h, &err), 0);
+  const char *hdrs[] = {"Accept: " KYB_OCI_MEDIA_MANIFEST, NULL};
+  kyb_http_req rq = {.method = "GET", .url = url, .headers = hdrs};
+  kyb_http_resp rs = {0};
+  assert_int_equal(kyb_http_do(h, &rq, &rs, &err), 0);
+  assert_int_equal(rs.status, 200);
+  assert_int_equal(kyb_oci_manifest_parse(rs.body, rs.body_len, m, &err), 0);
+  kyb_http_resp_clear(&rs);
+  kyb_http_free(h);
+}
+
+static const kyb_oci_layer *layer_of(const kyb_oci_manifest *m, const char *path) {
+  for (size_t i = 0; i < m->nlayers; i++)
+    if (strcmp(m->layers[i].path, path) == 0)
+      return &m->layers[i];
+  fail_msg("no layer %s", path);
+  return NULL;
+}
+
+/* Parts the registry has already are not sent again (the blob memo); a
+ * memo that lies is caught at pull. */
+static void test_live_blob_memo(void **state) {
+  (void)state;
+  NEED_REGISTRY();
+  cleanup_error kyb_error *err = NULL;
+  kyb_store *s = NULL;
+  assert_int_equal(kyb_store_open(store_uri, 0, &s, &err), 0);
+  push(s, "img-d", 1u << 20);
+  kyb_oci_manifest m = {0};
+  registry_manifest("img-d", &m);
+  const kyb_oci_layer *pages = layer_of(&m, "criu/pages-1.img");
+  const kyb_oci_layer *core = layer_of(&m, "criu/core-1.img");
+  cleanup_free char *memo = NULL;
+  assert_true(asprintf(&memo, "%s/cache/oci/blobs/%s", tmpdir, pages->file_digest + 7) > 0);
+  cleanup_free char *line = NULL;
+  size_t len = 0;
+  assert_int_equal(kyb_read_file(memo, 128, &line, &len, &err), 0);
+  assert_non_null(strstr(line, pages->blob_digest));
+
+  /* the same files again: pushed from the memo, and they pull fine */
+  push(s, "img-e", 1u << 20);
+  cleanup_free char *path = NULL;
+  assert_int_equal(kyb_store_get_path(s, "img-e", &path, &err), 0);
+  assert_int_equal(kyb_image_verify(path, NULL, &err), 0);
+
+  /* a memo that names the wrong blob: the push trusts it (the registry has
+   * that blob), the pull refuses the image */
+  char lie[128];
+  int n = snprintf(lie, sizeof(lie), "%s %llu\n", core->blob_digest,
+                   (unsigned long long)core->blob_size);
+  assert_int_equal(kyb_write_file_atomic(memo, lie, (size_t)n, 0600, &err), 0);
+  push(s, "img-f", 1u << 20);
+  cleanup_free char *bad = NULL;
+  assert_int_equal(kyb_store_get_path(s, "img-f", &bad, &err), -1);
+  assert_int_equal(kyb_error_code(err), EBADMSG);
+  assert_non_null(strstr(kyb_error_message(err), "criu/pages-1.img"));
+  kyb_error_clear(&err);
+  assert_cache_clean(s, "img-f");
+  kyb_oci_manifest_clear(&m);
+  kyb_store_close(s);
+}
+
+/* An image deleted in the registry while the node still has a cached copy:
+ * a new image of that name can be pushed, and a pull replaces the copy. */
+static void test_live_cached_copy_does_not_block(void **state) {
+  (void)state;
+  NEED_REGISTRY();
+  cleanup_error kyb_error *err = NULL;
+  kyb_store *s = NULL;
+  assert_int_equal(kyb_store_open(store_uri, 0, &s, &err), 0);
+  push(s, "img-g", 4096);
+  cleanup_free char *path = NULL;
+  assert_int_equal(kyb_store_get_path(s, "img-g", &path, &err), 0);
+  /* deleted behind the node's back: straight through the registry API */
+  cleanup_free char *url = NULL;
+  assert_true(asprintf(&url, "http://127.0.0.1:%d/v2/kyb/unit/manifests/img-g", registry_port) > 0);
+  kyb_http *h = NULL;
+  assert_int_equal(kyb_http_new(NULL, &h, &err), 0);
+  const char *hdrs[] = {"Accept: " KYB_OCI_MEDIA_MANIFEST, NULL};
+  kyb_http_req rq = {.method = "HEAD", .url = url, .headers = hdrs};
+  kyb_http_resp rs = {0};
+  assert_int_equal(kyb_http_do(h, &rq, &rs, &err), 0);
+  cleanup_free char *del = NULL;
+  assert_true(asprintf(&del, "http://127.0.0.1:%d/v2/kyb/unit/manifests/%s", registry_port,
+                       kyb_http_resp_header(&rs, "Docker-Content-Digest")) > 0);
+  kyb_http_req dq = {.method = "DELETE", .url = del};
+  assert_int_equal(kyb_http_do(h, &dq, &rs, &err), 0);
+  assert_int_equal(rs.status, 202);
+  kyb_http_resp_clear(&rs);
+  kyb_http_free(h);
+  struct stat sb;
+  assert_int_equal(stat(path, &sb), 0); /* the node still has it */
+
+  kyb_staging *st = stage_image(s, "img-g", 8192); /* another image, same name */
+  assert_int_equal(kyb_store_put(s, st, &err), 0);
+  kyb_staging_free(st);
+  cleanup_free char *again = NULL;
+  assert_int_equal(kyb_store_get_path(s, "img-g", &again, &err), 0);
+  cleanup_free char *pages = kyb_path_join(again, "criu/pages-1.img");
+  assert_int_equal(stat(pages, &sb), 0);
+  assert_int_equal(sb.st_size, 8192); /* the new one */
+  assert_int_equal(kyb_store_delete(s, "img-g", &err), 0);
   kyb_store_close(s);
 }
 
@@ -679,6 +795,8 @@ int main(void) {
       cmocka_unit_test(test_live_push_pull),
       cmocka_unit_test(test_live_flipped_byte),
       cmocka_unit_test(test_live_changed_file_refused),
+      cmocka_unit_test(test_live_blob_memo),
+      cmocka_unit_test(test_live_cached_copy_does_not_block),
   };
   return cmocka_run_group_tests(tests, live_setup, live_teardown);
 }
