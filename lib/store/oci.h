@@ -53,6 +53,9 @@
 /* Environment: registries (host or host:port, comma-separated) spoken to
  * over plain http.  127.0.0.1, localhost and [::1] always are. */
 #define KYB_OCI_INSECURE_ENV "KYBERNATE_OCI_INSECURE"
+/* Environment: a PEM CA bundle that https registries are verified against
+ * instead of the system's CA store. */
+#define KYB_OCI_CA_ENV "KYBERNATE_OCI_CA_FILE"
 /* Environment: a docker config.json with an "auths" map; default below. */
 #define KYB_OCI_AUTH_ENV "KYBERNATE_REGISTRY_AUTH"
 #define KYB_OCI_AUTH_DEFAULT "/etc/kybernate/registry-auth.json"

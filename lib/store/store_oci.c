@@ -637,7 +637,10 @@ static int open_oci(kyb_store *s, struct oci_store *o, const char *rest, kyb_err
   }
   if ((s->local_dir = strdup(o->cache_dir)) == NULL)
     return kyb_error_set(err, ENOMEM, "open store");
-  return kyb_http_new(NULL, &o->http, err);
+  /* A private CA (an in-house registry) instead of the system's store. */
+  const char *ca = getenv(KYB_OCI_CA_ENV);
+  kyb_http_opts ho = {.ca_file = ca && *ca ? ca : NULL};
+  return kyb_http_new(&ho, &o->http, err);
 }
 
 int kyb_store_oci_open(kyb_store *s, const char *rest, int flags, kyb_error **err) {

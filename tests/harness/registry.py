@@ -50,10 +50,45 @@ class RegistryError(Exception):
     pass
 
 
-def free_port() -> int:
+def free_port(addr: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((addr, 0))
         return s.getsockname()[1]
+
+
+def _make_tls(workdir: Path, ip: str):
+    """A CA and a server certificate for `ip` signed by it (ca.crt,
+    server.crt, server.key in workdir)."""
+    import ipaddress
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.utcnow()
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kybernate test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(days=1))
+          .not_valid_after(now + datetime.timedelta(days=2))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ip)]))
+            .issuer_name(ca_name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    (workdir / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (workdir / "server.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (workdir / "server.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
 
 
 def _libtrust_key_id(public_key) -> str:
@@ -158,12 +193,18 @@ class _TokenIssuer:
 
 
 class Registry:
-    def __init__(self, *, auth=None, users=None, base_dir=None):
+    """tls=True: https with a certificate from a private CA (`ca_path`) for
+    127.0.0.2, where the registry then listens -- not a loopback name the
+    client speaks plain http to."""
+
+    def __init__(self, *, auth=None, users=None, base_dir=None, tls=False):
         if auth not in (None, "basic", "token"):
             raise ValueError(f"auth {auth!r}: None, 'basic' or 'token'")
         self.auth = auth
         self.users = dict(users or {})
         self.base_dir = base_dir
+        self.tls = tls
+        self.ip = "127.0.0.2" if tls else "127.0.0.1"
         self.dir = None
         self.proc = None
         self.port = None
@@ -173,11 +214,19 @@ class Registry:
     # ------------------------------------------------------------ addresses
     @property
     def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.ip}:{self.port}"
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.tls else 'http'}://{self.host}"
+
+    @property
+    def ca_path(self) -> Path:
+        return self.dir / "ca.crt"
+
+    def _ssl(self):
+        import ssl
+        return ssl.create_default_context(cafile=str(self.ca_path)) if self.tls else None
 
     def store_uri(self, repo: str) -> str:
         return f"oci://{self.host}/{repo}"
@@ -214,9 +263,12 @@ class Registry:
             "    uploadpurging:",
             "      enabled: false",
             "http:",
-            f"  addr: 127.0.0.1:{self.port}",
+            f"  addr: {self.ip}:{self.port}",
             f"  secret: {secrets.token_hex(16)}",
         ]
+        if self.tls:
+            lines += ["  tls:", f"    certificate: {self.dir / 'server.crt'}",
+                      f"    key: {self.dir / 'server.key'}"]
         if self.auth == "basic":
             import bcrypt
             with open(self.dir / "htpasswd", "w") as fh:
@@ -239,8 +291,10 @@ class Registry:
         try:
             if self.auth == "token":
                 self.issuer = _TokenIssuer(self.users, self.dir)
+            if self.tls:
+                _make_tls(self.dir, self.ip)
             for attempt in range(3):  # a free port can be taken before the registry binds it
-                self.port = free_port()
+                self.port = free_port(self.ip)
                 cfg = self.dir / "config.yml"
                 cfg.write_text(self._config())
                 self._log = open(self.log_path, "ab")
@@ -261,7 +315,8 @@ class Registry:
             if self.proc.poll() is not None:
                 return False
             try:
-                with urllib.request.urlopen(f"{self.url}/v2/", timeout=2) as r:
+                with urllib.request.urlopen(f"{self.url}/v2/", timeout=2,
+                                            context=self._ssl()) as r:
                     return r.status == 200
             except urllib.error.HTTPError as e:
                 if e.code == 401:  # auth configured: it answers
@@ -327,7 +382,7 @@ class Registry:
             req.add_header("Authorization", f"Basic {cred}")
         elif self.auth == "token":
             raise RegistryError("direct requests with token auth are not supported here")
-        return urllib.request.urlopen(req, timeout=10)
+        return urllib.request.urlopen(req, timeout=10, context=self._ssl())
 
     def tags(self, repo: str) -> list:
         """The repository's tags ([] when it does not exist)."""

@@ -25,7 +25,9 @@ Checked:
     and pull;
   - token auth (a Bearer realm with an ES256 token issuer run by the
     harness): a wrong password is refused by the issuer; the right one gets
-    tokens for the push and pull scopes.
+    tokens for the push and pull scopes;
+  - TLS: a registry with a private CA's certificate is refused (certificate
+    problem, no retries) until KYBERNATE_OCI_CA_FILE names the CA.
 """
 
 import base64
@@ -432,3 +434,32 @@ def test_auth(build_dir, make_node, cache, tmp_path, mode, root):
             scopes = [s for user, ss in reg.issuer.requests if user == "alice" for s in ss]
             assert f"repository:{REPO}:pull,push" in scopes, reg.issuer.requests
             assert f"repository:{REPO}:pull" in scopes, reg.issuer.requests
+
+
+# ------------------------------------------------------------------ TLS
+
+def test_tls(build_dir, make_node, cache, tmp_path, root):
+    """A registry on 127.0.0.2 (not a loopback name: https) with a
+    certificate from a private CA: refused until the CA is given
+    (KYBERNATE_OCI_CA_FILE), then push, list and pull work."""
+    with Registry(tls=True) as reg:
+        store = reg.store_uri(REPO)
+        assert reg.host.startswith("127.0.0.2:")
+        node = make_node("t", env={"KYBERNATE_CONFIG": str(node_conf(tmp_path, store)),
+                                   "KYBERNATE_IMAGE_CACHE": str(cache)})
+        start_counter(node, "c", mem=8)
+        r = kyb(build_dir, node, cache, "images", "ls", store)
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert f"GET https://{reg.host}/v2/{REPO}/tags/list" in r.stderr, r.stderr
+        assert "SSL certificate problem" in r.stderr, r.stderr
+        assert "retry" not in r.stderr, "a certificate problem is not retried"
+
+        ca = {"KYBERNATE_OCI_CA_FILE": str(reg.ca_path)}
+        r = kyb(build_dir, node, cache, "checkpoint", "c", "--name", "img", "--to", store,
+                "--leave-running", env=ca)
+        assert r.returncode == 0, r.stderr
+        assert reg.tags(REPO) == ["img"]
+        r = kyb(build_dir, node, cache, "images", "ls", store, env=ca)
+        assert r.returncode == 0 and "img" in r.stdout, r.stderr
+        v = kyb(build_dir, node, cache, "images", "verify", f"{store}:img", env=ca)
+        assert v.returncode == 0, v.stderr

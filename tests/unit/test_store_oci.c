@@ -34,6 +34,7 @@
 #include <cmocka.h>
 
 #include "image/image.h"
+#include "ops/nodeconf.h"
 #include "store/http.h"
 #include "store/oci.h"
 #include "store/store.h"
@@ -142,6 +143,28 @@ static void test_plain_http(void **state) {
   assert_false(kyb_oci_plain_http("registry.example:5000", "registry.example:5001"));
   assert_false(kyb_oci_plain_http("registry.example", "registry.example:5000"));
   assert_false(kyb_oci_plain_http("registry.example", "registry.ex"));
+}
+
+/* The node config lists registries kybernate-runc may restore from, under
+ * the names the stores give themselves. */
+static void test_nodeconf_oci_stores(void **state) {
+  (void)state;
+  cleanup_error kyb_error *err = NULL;
+  const char *conf = "{\"stores\": [\"oci://Reg.Example:5000/team/cp/\", \"oci://reg/x\"]}";
+  kyb_nodeconf c = {0};
+  assert_int_equal(kyb_nodeconf_parse(conf, strlen(conf), &c, &err), 0);
+  assert_int_equal(c.nstores, 3); /* the default first */
+  assert_string_equal(c.stores[1], "oci://reg.example:5000/team/cp");
+  assert_string_equal(c.stores[2], "oci://reg/x");
+  kyb_nodeconf_clear(&c);
+  cleanup_free char *uri = NULL, *name = NULL;
+  assert_int_equal(
+      kyb_image_ref_parse("oci://REG.example:5000/team/cp:web-1", NULL, &uri, &name, &err), 0);
+  assert_string_equal(uri, "oci://reg.example:5000/team/cp"); /* what the config holds */
+  const char *bad = "{\"stores\": [\"oci://reg/x:tag\"]}";
+  assert_int_equal(kyb_nodeconf_parse(bad, strlen(bad), &c, &err), -1);
+  assert_int_equal(kyb_error_code(err), EINVAL);
+  kyb_nodeconf_clear(&c);
 }
 
 /* ---- auth ------------------------------------------------------------------- */
@@ -787,6 +810,7 @@ int main(void) {
       cmocka_unit_test(test_uri_parse),
       cmocka_unit_test(test_refs),
       cmocka_unit_test(test_plain_http),
+      cmocka_unit_test(test_nodeconf_oci_stores),
       cmocka_unit_test(test_challenges),
       cmocka_unit_test(test_auth_lookup),
       cmocka_unit_test(test_manifest_roundtrip),
