@@ -32,6 +32,11 @@ struct kyb_store {
   char *uri;
   char *local_dir; /* where get_path's images live (kyb_store_local_dir); set by open */
   void *priv;
+  int flags; /* kyb_store_open's, set before the backend's open */
+  kyb_store_progress_fn progress;
+  void *progress_ud;
+  kyb_store_progress prog;
+  uint64_t prog_base; /* bytes of the parts already complete */
 };
 
 struct kyb_staging {
@@ -54,6 +59,15 @@ int kyb_store_oci_open(kyb_store *s, const char *rest, int flags, kyb_error **er
 #define KYB_STORE_CACHE_ENV "KYBERNATE_IMAGE_CACHE"
 #define KYB_STORE_CACHE_DEFAULT "/var/lib/kybernate/cache"
 int kyb_store_cache_root(const char **root, kyb_error **err);
+
+/* Progress reports of a backend's transfer (kyb_store_set_progress): a
+ * transfer of image `name` with `total` bytes begins; `part` has moved
+ * part_done of its bytes (after a restarted attempt, from 0 again); `part`
+ * is complete with `size` bytes.  The last two fail with ECANCELED when the
+ * callback says stop: return that error and the transfer ends. */
+void kyb_store_progress_begin(kyb_store *s, const char *name, uint64_t total);
+int kyb_store_progress_part(kyb_store *s, const char *part, uint64_t part_done, kyb_error **err);
+int kyb_store_progress_part_end(kyb_store *s, const char *part, uint64_t size, kyb_error **err);
 
 /* Fills a summary from a validated manifest. */
 int kyb_image_summary_from_manifest(const char *name, const json_t *manifest,

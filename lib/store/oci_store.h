@@ -27,6 +27,7 @@ struct oci_store {
   const char *cred_source; /* where they came from, for messages */
   bool creds_loaded;
   const char *actions; /* token scope actions the current operation needs */
+  kyb_store *self;     /* the store this backs (progress reports) */
 };
 
 static inline struct oci_store *oci_of(kyb_store *s) {

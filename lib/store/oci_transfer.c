@@ -303,6 +303,16 @@ static void memo_put(const struct oci_store *o, const kyb_oci_layer *l) {
               err ? kyb_error_message(err) : "out of memory");
 }
 
+typedef struct {
+  kyb_store *s;
+  const char *part;
+} part_progress;
+
+static int pack_progress(void *ud, uint64_t bytes, kyb_error **err) {
+  const part_progress *pp = ud;
+  return kyb_store_progress_part(pp->s, pp->part, bytes, err);
+}
+
 /* One file of the image as one blob; fills the layer. */
 static int push_part(struct oci_store *o, const char *dir, const json_t *file, kyb_oci_layer *l,
                      kyb_error **err) {
@@ -312,6 +322,8 @@ static int push_part(struct oci_store *o, const char *dir, const json_t *file, k
   cleanup_free char *full = kyb_path_join(dir, path);
   if (full == NULL || (l->path = strdup(path)) == NULL)
     return kyb_error_set(err, ENOMEM, "push");
+  part_progress pp = {.s = o->self, .part = l->path};
+  kyb_pack_opts po = {.progress = pack_progress, .progress_ud = &pp};
   char want[KYB_DIGEST_LEN + 1];
   snprintf(want, sizeof(want), "sha256:%s", hex);
   if (memo_get(o, want, l->blob_digest, &l->blob_size) == 1) {
@@ -333,7 +345,7 @@ static int push_part(struct oci_store *o, const char *dir, const json_t *file, k
     kyb_pack_result res = {0};
     int r = upload_start(&u, err);
     if (r == 0)
-      r = kyb_pack_file(full, NULL, upload_sink, &u, &res, err);
+      r = kyb_pack_file(full, &po, upload_sink, &u, &res, err);
     if (r == 0 && (res.file_size != size || strcmp(res.file_digest + 7, hex) != 0)) {
       u.transient = false;
       r = kyb_error_set(
@@ -448,14 +460,21 @@ int kyb_oci_put(kyb_store *s, kyb_staging *st, kyb_error **err) {
   om.config_size = rawlen;
   kyb_oci_sha256(raw, rawlen, om.config_digest);
   int r = 0;
-  uint64_t in = rawlen, out = rawlen;
+  uint64_t in = rawlen, out = rawlen, total = rawlen;
+  for (size_t i = 0; i < om.nlayers; i++)
+    total += (uint64_t)json_integer_value(json_object_get(json_array_get(files, i), "size"));
+  kyb_store_progress_begin(s, st->name, total);
   for (size_t i = 0; r == 0 && i < om.nlayers; i++) {
     r = push_part(o, st->path, json_array_get(files, i), &om.layers[i], err);
+    if (r == 0)
+      r = kyb_store_progress_part_end(s, om.layers[i].path, om.layers[i].file_size, err);
     in += om.layers[i].file_size;
     out += om.layers[i].blob_size;
   }
   if (r == 0)
     r = push_config(o, raw, rawlen, om.config_digest, err);
+  if (r == 0)
+    r = kyb_store_progress_part_end(s, KYB_IMAGE_MANIFEST, rawlen, err);
   size_t blen = 0;
   cleanup_free char *body =
       r == 0 ? kyb_oci_manifest_build(&om, json_string_value(json_object_get(m, "created")), &blen,
@@ -488,6 +507,8 @@ typedef struct {
   uint64_t fed, limit;
   const char *digest;
   bool failed; /* the sink failed: the data, not the connection */
+  kyb_store *s;
+  const char *part;
 } download;
 
 static int download_sink(void *ud, const void *buf, size_t len, kyb_error **err) {
@@ -502,12 +523,12 @@ static int download_sink(void *ud, const void *buf, size_t len, kyb_error **err)
     d->failed = true;
     return -1;
   }
-  return 0;
+  return kyb_store_progress_part(d->s, d->part, kyb_unpack_file_bytes(d->u), err);
 }
 
 static int pull_attempt(struct oci_store *o, int fd, const kyb_oci_layer *l, const char *url,
                         bool *transient, kyb_error **err) {
-  download d = {.limit = l->blob_size, .digest = l->blob_digest};
+  download d = {.limit = l->blob_size, .digest = l->blob_digest, .s = o->self, .part = l->path};
   *transient = false;
   if (ftruncate(fd, 0) < 0 || lseek(fd, 0, SEEK_SET) < 0)
     return kyb_error_errno(err, "truncate %s", l->path);
@@ -607,11 +628,19 @@ static int pull_into(struct oci_store *o, kyb_store *cache, const char *name,
       open(kyb_staging_path(st), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (rootfd < 0)
     r = kyb_error_errno(err, "open %s", kyb_staging_path(st));
+  uint64_t total = rawlen;
+  for (size_t i = 0; i < m->nlayers; i++)
+    total += m->layers[i].file_size;
+  kyb_store_progress_begin(o->self, name, total);
   if (r == 0)
     r = write_manifest(rootfd, raw, rawlen, err);
+  if (r == 0)
+    r = kyb_store_progress_part_end(o->self, KYB_IMAGE_MANIFEST, rawlen, err);
   uint64_t in = rawlen, out = rawlen;
   for (size_t i = 0; r == 0 && i < m->nlayers; i++) {
     r = pull_part(o, rootfd, &m->layers[i], err);
+    if (r == 0)
+      r = kyb_store_progress_part_end(o->self, m->layers[i].path, m->layers[i].file_size, err);
     in += m->layers[i].blob_size;
     out += m->layers[i].file_size;
   }

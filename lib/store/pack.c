@@ -94,6 +94,8 @@ typedef struct {
   kyb_pack_sink_fn sink;
   void *ud;
   uint64_t blob_size;
+  kyb_pack_progress_fn progress;
+  void *progress_ud;
 } pack_state;
 
 static void pack_state_release(pack_state *ps) {
@@ -187,6 +189,8 @@ static int pack_fd(int fd, uint64_t size, pack_state *ps, kyb_error **err) {
     ZSTD_inBuffer ib = {in, (size_t)n, 0};
     if (pack_step(ps, &ib, ZSTD_e_continue, err) < 0)
       return -1;
+    if (ps->progress != NULL && ps->progress(ps->progress_ud, total, err) < 0)
+      return -1;
   }
   struct stat st;
   if (fstat(fd, &st) < 0)
@@ -236,7 +240,10 @@ int kyb_pack_file(const char *path, const kyb_pack_opts *opts, kyb_pack_sink_fn 
   if (!S_ISREG(st.st_mode))
     return kyb_error_set(err, EINVAL, "pack %s: not a regular file", path);
 
-  pack_state ps = {.sink = sink, .ud = ud};
+  pack_state ps = {.sink = sink,
+                   .ud = ud,
+                   .progress = opts ? opts->progress : NULL,
+                   .progress_ud = opts ? opts->progress_ud : NULL};
   kyb_pack_result r = {.file_size = (uint64_t)st.st_size};
   int rc = pack_run(fd, level, threads, &ps, &r, err);
   pack_state_release(&ps);
@@ -276,6 +283,10 @@ void kyb_unpack_free(kyb_unpack *u) {
   EVP_MD_CTX_free(u->file_md);
   free(u->out);
   free(u);
+}
+
+uint64_t kyb_unpack_file_bytes(const kyb_unpack *u) {
+  return u->file_size;
 }
 
 int kyb_unpack_new(int out_fd, const char *expected_blob_digest, const char *expected_file_digest,

@@ -34,12 +34,18 @@
 /* Receives compressed bytes in order; returns 0, or -1 with err to stop. */
 typedef int (*kyb_pack_sink_fn)(void *ud, const void *buf, size_t len, kyb_error **err);
 
+/* Called after each chunk read with the file's bytes read so far; 0 goes
+ * on, -1 with err stops the pack with that error. */
+typedef int (*kyb_pack_progress_fn)(void *ud, uint64_t file_bytes, kyb_error **err);
+
 typedef struct {
   int level;   /* zstd level 1..19; 0 = KYB_PACK_DEFAULT_LEVEL */
   int threads; /* 1: compress in the calling thread; N > 1: N zstd workers beside it
                 * (the caller reads, hashes and sinks meanwhile); 0 = one per online
                 * CPU, at most 8.  The blob's bytes may differ between 1 and N > 1;
                 * both unpack the same. */
+  kyb_pack_progress_fn progress; /* NULL: none */
+  void *progress_ud;
 } kyb_pack_opts;
 
 typedef struct {
@@ -75,6 +81,8 @@ int kyb_unpack_feed(kyb_unpack *u, const void *buf, size_t len, kyb_error **err)
  * fsync out_fd.  Frees nothing: call kyb_unpack_free. */
 int kyb_unpack_finish(kyb_unpack *u, kyb_error **err);
 void kyb_unpack_free(kyb_unpack *u);
+/* The file bytes written so far (for progress). */
+uint64_t kyb_unpack_file_bytes(const kyb_unpack *u);
 
 /* "sha256:<hex>" with exactly 64 lowercase hex digits. */
 bool kyb_digest_valid(const char *digest);

@@ -7,12 +7,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "image/image.h"
 #include "store/backend.h"
 #include "store/oci.h"
 #include "store/s3.h"
 #include "util/cleanup.h"
+#include "util/fs.h"
 
 #define URI_MAX 4096u
 
@@ -223,6 +225,7 @@ int kyb_store_open(const char *uri, int flags, kyb_store **out, kyb_error **err)
   kyb_store *s = calloc(1, sizeof(*s));
   if (s == NULL)
     return kyb_error_set(err, ENOMEM, "open store %s", uri);
+  s->flags = flags;
   if (open(s, rest, flags, err) < 0) {
     free(s->uri);
     free(s->local_dir);
@@ -290,8 +293,67 @@ int kyb_image_ref_parse(const char *ref, const char *default_uri, char **store_u
   return 0;
 }
 
+/* A remote store opened with KYB_STORE_LOCAL_ONLY serves get_path alone. */
+static int local_only(const kyb_store *s, const char *what, kyb_error **err) {
+  if (!(s->flags & KYB_STORE_LOCAL_ONLY) || strncmp(s->uri, "file://", 7) == 0)
+    return 0;
+  return kyb_error_set(err, ENOTSUP, "%s of store %s: opened for its node cache only", what,
+                       s->uri);
+}
+
+/* get_path of a LOCAL_ONLY remote store: <local_dir>/<name> when it is a
+ * directory there. */
+static int cached_path(kyb_store *s, const char *name, char **path, kyb_error **err) {
+  cleanup_free char *p = kyb_path_join(s->local_dir, name);
+  struct stat sb;
+  if (p == NULL)
+    return kyb_error_set(err, ENOMEM, "path");
+  int r = lstat(p, &sb);
+  if (r < 0 && errno != ENOENT)
+    return kyb_error_errno(err, "cached image %s", p);
+  if (r < 0 || !S_ISDIR(sb.st_mode))
+    return kyb_error_set(err, ENOENT,
+                         "image %s of %s is not in the node cache (%s): fetch it first (through "
+                         "kybernate-uploader)",
+                         name, s->uri, s->local_dir);
+  *path = steal_ptr(p);
+  return 0;
+}
+
+void kyb_store_set_progress(kyb_store *s, kyb_store_progress_fn fn, void *ud) {
+  s->progress = fn;
+  s->progress_ud = fn ? ud : NULL;
+}
+
+void kyb_store_progress_begin(kyb_store *s, const char *name, uint64_t total) {
+  s->prog = (kyb_store_progress){.name = name, .total = total};
+  s->prog_base = 0;
+  if (s->progress != NULL)
+    (void)s->progress(s->progress_ud, &s->prog);
+}
+
+static int progress_report(kyb_store *s, kyb_error **err) {
+  if (s->progress != NULL && s->progress(s->progress_ud, &s->prog) != 0)
+    return kyb_error_set(err, ECANCELED, "transfer of %s stopped",
+                         s->prog.name ? s->prog.name : "an image");
+  return 0;
+}
+
+int kyb_store_progress_part(kyb_store *s, const char *part, uint64_t part_done, kyb_error **err) {
+  s->prog.part = part;
+  s->prog.done = s->prog_base + part_done;
+  return progress_report(s, err);
+}
+
+int kyb_store_progress_part_end(kyb_store *s, const char *part, uint64_t size, kyb_error **err) {
+  s->prog_base += size;
+  s->prog.part = part;
+  s->prog.done = s->prog_base;
+  return progress_report(s, err);
+}
+
 int kyb_store_stage(kyb_store *s, const char *name, kyb_staging **out, kyb_error **err) {
-  if (kyb_image_name_check(name, err) < 0)
+  if (kyb_image_name_check(name, err) < 0 || local_only(s, "stage", err) < 0)
     return -1;
   kyb_staging *st = calloc(1, sizeof(*st));
   if (st == NULL || (st->name = strdup(name)) == NULL) {
@@ -330,6 +392,8 @@ void kyb_staging_free(kyb_staging *st) {
 int kyb_store_put(kyb_store *s, kyb_staging *st, kyb_error **err) {
   if (st->published)
     return kyb_error_set(err, EINVAL, "image %s is already published", st->name);
+  if (local_only(s, "put", err) < 0)
+    return -1;
   if (s->ops->put(s, st, err) < 0)
     return kyb_error_wrap(err, "publish image %s in %s", st->name, s->uri);
   return 0;
@@ -338,21 +402,25 @@ int kyb_store_put(kyb_store *s, kyb_staging *st, kyb_error **err) {
 int kyb_store_get_path(kyb_store *s, const char *name, char **path, kyb_error **err) {
   if (kyb_image_name_check(name, err) < 0)
     return -1;
+  if (local_only(s, "get", NULL) < 0)
+    return cached_path(s, name, path, err);
   return s->ops->get_path(s, name, path, err);
 }
 
 int kyb_store_stat(kyb_store *s, const char *name, kyb_image_summary *out, kyb_error **err) {
-  if (kyb_image_name_check(name, err) < 0)
+  if (kyb_image_name_check(name, err) < 0 || local_only(s, "stat", err) < 0)
     return -1;
   return s->ops->stat(s, name, out, err);
 }
 
 int kyb_store_list(kyb_store *s, kyb_image_summary **out, size_t *n, kyb_error **err) {
+  if (local_only(s, "list", err) < 0)
+    return -1;
   return s->ops->list(s, out, n, err);
 }
 
 int kyb_store_delete(kyb_store *s, const char *name, kyb_error **err) {
-  if (kyb_image_name_check(name, err) < 0)
+  if (kyb_image_name_check(name, err) < 0 || local_only(s, "delete", err) < 0)
     return -1;
   if (s->ops->remove(s, name, err) < 0)
     return kyb_error_wrap(err, "delete image %s from %s", name, s->uri);
@@ -361,5 +429,7 @@ int kyb_store_delete(kyb_store *s, const char *name, kyb_error **err) {
 
 int kyb_store_cleanup(kyb_store *s, uint64_t min_age_s, size_t *removed, kyb_error **err) {
   size_t dummy = 0;
+  if (local_only(s, "cleanup", err) < 0)
+    return -1;
   return s->ops->cleanup(s, min_age_s, removed ? removed : &dummy, err);
 }

@@ -52,6 +52,12 @@ void kyb_image_summaries_free(kyb_image_summary *v, size_t n);
 
 enum {
   KYB_STORE_CREATE = 1, /* create the store's directory (mode 0700) when missing */
+  /* A remote store (oci://, s3://) answers get_path from the node cache
+   * alone: no request to storage, no credentials needed, ENOENT when the
+   * image is not cached; every other operation fails with ENOTSUP.  For
+   * processes without storage credentials once the uploader has fetched the
+   * image (the restore path verifies it before use).  No effect on file://. */
+  KYB_STORE_LOCAL_ONLY = 2,
 };
 
 /* Opens the store at uri; NULL means KYB_STORE_DEFAULT_URI.  A scheme this
@@ -108,6 +114,24 @@ int kyb_store_list(kyb_store *s, kyb_image_summary **out, size_t *n, kyb_error *
 /* Removes an image: hidden first (renamed to a .deleting-* name), then
  * removed, so no reader ever sees half an image.  ENOENT when missing. */
 int kyb_store_delete(kyb_store *s, const char *name, kyb_error **err);
+
+/* Progress of the transfers of remote stores: put (upload) and get_path
+ * (download), reported from the calling thread after each chunk (about a
+ * MiB) of a file.  Bytes are the image's own (manifest.json and the files
+ * it lists, uncompressed), so `total` is the image size listings show. */
+typedef struct {
+  const char *name; /* the image */
+  const char *part; /* the file being moved, e.g. "criu/pages-1.img"; NULL between files */
+  uint64_t done;
+  uint64_t total;
+} kyb_store_progress;
+
+/* 0 goes on; anything else stops the transfer, which fails with ECANCELED
+ * (and publishes nothing). */
+typedef int (*kyb_store_progress_fn)(void *ud, const kyb_store_progress *p);
+
+/* Sets (fn non-NULL) or clears the store's progress callback. */
+void kyb_store_set_progress(kyb_store *s, kyb_store_progress_fn fn, void *ud);
 
 /* Removes staging and half-deleted directories left by processes that died:
  * those no live process holds and older than min_age_s seconds. */

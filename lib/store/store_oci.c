@@ -649,6 +649,7 @@ int kyb_store_oci_open(kyb_store *s, const char *rest, int flags, kyb_error **er
   if (o == NULL)
     return kyb_error_set(err, ENOMEM, "open store");
   s->priv = o;
+  o->self = s;
   if (open_oci(s, o, rest, err) < 0) {
     oci_close(s);
     return -1;

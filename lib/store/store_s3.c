@@ -61,6 +61,7 @@ struct s3_store {
   kyb_store *cache; /* opened on first use */
   kyb_store *spool;
   size_t part_size;
+  kyb_store *self; /* for progress reports */
 };
 
 static struct s3_store *s3_of(kyb_store *s) {
@@ -196,9 +197,20 @@ static int finish_multipart(upload *u, const char *name, const kyb_pack_result *
   return r;
 }
 
-/* Packs and uploads the file at `path` as a blob of image `name`. */
-static int upload_file(struct s3_store *b, const char *name, const char *path, kyb_pack_result *res,
-                       kyb_error **err) {
+typedef struct {
+  kyb_store *s;
+  const char *part;
+} progress_ctx;
+
+static int pack_progress(void *ud, uint64_t bytes, kyb_error **err) {
+  const progress_ctx *pc = ud;
+  return kyb_store_progress_part(pc->s, pc->part, bytes, err);
+}
+
+/* Packs and uploads the file at `path` (`rel` in the image) as a blob of
+ * image `name`. */
+static int upload_file(struct s3_store *b, const char *name, const char *path, const char *rel,
+                       kyb_pack_result *res, kyb_error **err) {
   char rnd[33];
   if (random_hex(rnd, err) < 0)
     return -1;
@@ -209,7 +221,9 @@ static int upload_file(struct s3_store *b, const char *name, const char *path, k
   if (tmp == NULL || buf == NULL)
     return kyb_error_set(err, ENOMEM, "upload buffer of %zu bytes", b->part_size);
   upload u = {.b = b, .tmp_key = tmp, .buf = buf};
-  int r = kyb_pack_file(path, NULL, upload_sink, &u, res, err);
+  progress_ctx pc = {.s = b->self, .part = rel};
+  kyb_pack_opts po = {.progress = pack_progress, .progress_ud = &pc};
+  int r = kyb_pack_file(path, &po, upload_sink, &u, res, err);
   if (r == 0 && u.upload_id == NULL) { /* it all fit in one part: one PUT */
     cleanup_free char *bk = blob_key(b, name, res->blob_digest);
     r = bk ? kyb_s3_put(b->s3, bk, u.buf, u.len, false, err)
@@ -227,6 +241,8 @@ static int upload_file(struct s3_store *b, const char *name, const char *path, k
   for (int i = 0; i < u.nparts; i++)
     free(u.etags[i]);
   free(u.etags);
+  if (r == 0)
+    r = kyb_store_progress_part_end(b->self, rel, res->file_size, err);
   return r;
 }
 
@@ -242,7 +258,7 @@ static int upload_files(struct s3_store *b, kyb_staging *st, const json_t *m, js
     kyb_pack_result res = {0};
     if (path == NULL)
       return kyb_error_set(err, ENOMEM, "upload");
-    if (upload_file(b, st->name, path, &res, err) < 0)
+    if (upload_file(b, st->name, path, rel, &res, err) < 0)
       return kyb_error_wrap(err, "upload %s", rel);
     if (strcmp(res.file_digest + 7, sha) != 0 ||
         res.file_size != (uint64_t)json_integer_value(json_object_get(f, "size")))
@@ -256,6 +272,21 @@ static int upload_files(struct s3_store *b, kyb_staging *st, const json_t *m, js
               (unsigned long long)res.blob_size);
   }
   return 0;
+}
+
+/* manifest.json and every file it lists, in bytes (for progress). */
+static uint64_t image_bytes(const char *dir, const json_t *m) {
+  uint64_t n = 0;
+  size_t i;
+  const json_t *f;
+  json_array_foreach(json_object_get(m, "files"), i, f) {
+    n += (uint64_t)json_integer_value(json_object_get(f, "size"));
+  }
+  struct stat sb;
+  cleanup_free char *mp = kyb_path_join(dir, KYB_IMAGE_MANIFEST);
+  if (mp != NULL && stat(mp, &sb) == 0)
+    n += (uint64_t)sb.st_size;
+  return n;
 }
 
 static int s3_put(kyb_store *s, kyb_staging *st, kyb_error **err) {
@@ -280,13 +311,14 @@ static int s3_put(kyb_store *s, kyb_staging *st, kyb_error **err) {
   cleanup_json json_t *index = kyb_s3_index_new(st->name, m);
   if (index == NULL)
     return kyb_error_set(err, ENOMEM, "index");
+  kyb_store_progress_begin(s, st->name, image_bytes(st->path, m));
   if (upload_files(b, st, m, index, err) < 0)
     return -1;
   cleanup_free char *mpath = kyb_path_join(st->path, KYB_IMAGE_MANIFEST);
   kyb_pack_result mres = {0};
   if (mpath == NULL)
     return kyb_error_set(err, ENOMEM, "publish");
-  if (upload_file(b, st->name, mpath, &mres, err) < 0)
+  if (upload_file(b, st->name, mpath, KYB_IMAGE_MANIFEST, &mres, err) < 0)
     return kyb_error_wrap(err, "upload manifest.json");
   if (kyb_s3_index_add(index, NULL, &mres, err) < 0)
     return -1;
@@ -329,6 +361,8 @@ static int fetch_index(struct s3_store *b, kyb_store *s, const char *name, json_
 typedef struct {
   kyb_unpack *u;
   bool failed; /* the unpacker refused: the blob is bad, not the transfer */
+  kyb_store *s;
+  const char *part;
 } dl;
 
 static int download_sink(void *ud, const void *data, size_t len, kyb_error **err) {
@@ -337,7 +371,7 @@ static int download_sink(void *ud, const void *data, size_t len, kyb_error **err
     d->failed = true;
     return -1;
   }
-  return 0;
+  return kyb_store_progress_part(d->s, d->part, kyb_unpack_file_bytes(d->u), err);
 }
 
 /* Blob `entry` of image `name` into the new file fd, both digests checked;
@@ -351,7 +385,7 @@ static int download_blob(struct s3_store *b, const char *name, const json_t *ent
   if (bk == NULL)
     return kyb_error_set(err, ENOMEM, "download");
   for (int attempt = 1;; attempt++) {
-    dl d = {0};
+    dl d = {.s = b->self, .part = what};
     if (ftruncate(fd, 0) < 0 || lseek(fd, 0, SEEK_SET) < 0)
       return kyb_error_errno(err, "%s: reset", what);
     if (kyb_unpack_new(fd, blob, digest, size, &d.u, err) < 0)
@@ -360,8 +394,10 @@ static int download_blob(struct s3_store *b, const char *name, const json_t *ent
     if (r == 0)
       r = kyb_unpack_finish(d.u, err);
     kyb_unpack_free(d.u);
+    if (r == 0 && fsync(fd) < 0)
+      return kyb_error_errno(err, "%s: fsync", what);
     if (r == 0)
-      return fsync(fd) == 0 ? 0 : kyb_error_errno(err, "%s: fsync", what);
+      return kyb_store_progress_part_end(b->self, what, size, err);
     int e = kyb_error_code(*err);
     bool transient = !d.failed && (e == EIO || e == ETIMEDOUT || e == ECONNREFUSED ||
                                    e == ECONNRESET || e == EHOSTUNREACH);
@@ -452,6 +488,14 @@ static int s3_get_path(kyb_store *s, const char *name, char **path, kyb_error **
     return kyb_error_wrap(err, "download %s", name);
   log_info("downloading %s from %s (%zu files)", name, s->uri,
            json_array_size(json_object_get(index, "files")));
+  uint64_t total =
+      (uint64_t)json_integer_value(json_object_get(json_object_get(index, "manifest"), "size"));
+  size_t i;
+  const json_t *f;
+  json_array_foreach(json_object_get(index, "files"), i, f) {
+    total += (uint64_t)json_integer_value(json_object_get(f, "size"));
+  }
+  kyb_store_progress_begin(s, name, total);
   int r = download_parts(b, name, index, kyb_staging_path(stg), err);
   if (r == 0)
     r = kyb_store_put(b->cache, stg, err);
@@ -738,7 +782,11 @@ static int open_s3(kyb_store *s, struct s3_store *b, const char *rest, kyb_error
     s->uri = NULL;
     return kyb_error_set(err, ENOMEM, "open s3 store");
   }
-  if (local_dirs(s, b, err) < 0 || kyb_s3_config_load(&cfg, err) < 0)
+  if (local_dirs(s, b, err) < 0)
+    return kyb_error_wrap(err, "open store %s", s->uri);
+  if (s->flags & KYB_STORE_LOCAL_ONLY)
+    return 0; /* the node cache only: no client, no credentials (store.c serves it) */
+  if (kyb_s3_config_load(&cfg, err) < 0)
     return kyb_error_wrap(err, "open store %s", s->uri);
   b->part_size = cfg.part_size;
   int r = kyb_s3_new(&cfg, b->bucket, &b->s3, err);
@@ -752,6 +800,7 @@ int kyb_store_s3_open(kyb_store *s, const char *rest, kyb_error **err) {
     return kyb_error_set(err, ENOMEM, "open s3 store");
   s->ops = &s3_ops;
   s->priv = b;
+  b->self = s;
   if (open_s3(s, b, rest, err) < 0) {
     s3_close(s); /* the caller frees s and its uri, not what we hold */
     s->ops = NULL;
