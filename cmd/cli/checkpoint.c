@@ -27,7 +27,10 @@ static void usage(FILE *out) {
           "Options:\n"
           "  --to URI             store to write to (default: the global --store):\n"
           "                       file:///DIR, oci://REGISTRY[:PORT]/REPO (the image name\n"
-          "                       is the tag) or s3://BUCKET[/PREFIX]\n"
+          "                       is the tag) or s3://BUCKET[/PREFIX]. With --uploader, a\n"
+          "                       remote store's image is made in the local store (--store,\n"
+          "                       if file://) and pushed by kybernate-uploader\n"
+          "  --keep-local         with --uploader, keep that local image after the push\n"
           "  --name NAME          image name (default: <container>-<date>-<time>)\n"
           "  --leave-running      keep the container running after the checkpoint\n"
           "  --pod NS/NAME        a Kubernetes pod's container (namespace k8s.io), with\n"
@@ -50,18 +53,51 @@ static void on_progress(void *ud, const char *phase, bool done, uint64_t ms) {
     fprintf(stderr, "kybernate: %-12s done in %llu ms\n", phase, (unsigned long long)ms);
 }
 
-static void print_result(const kyb_cli *cli, const kyb_checkpoint_result *r) {
+static void print_result(const kyb_cli *cli, const kyb_checkpoint_result *r, const char *job) {
   if (!cli->json) {
     printf("%s\n", r->ref);
     return;
   }
   cleanup_json json_t *o =
-      json_pack("{s:s, s:s, s:s, s:s, s:I, s:I}", "container", r->container_id, "name", r->name,
-                "ref", r->ref, "digest", r->digest ? r->digest : "", "size", (json_int_t)r->size,
-                "totalMs", (json_int_t)r->total_ms);
+      json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:s?}", "container", r->container_id, "name",
+                r->name, "ref", r->ref, "digest", r->digest ? r->digest : "", "size",
+                (json_int_t)r->size, "totalMs", (json_int_t)r->total_ms, "uploadJob", job);
   cleanup_free char *s = o ? json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
   if (s != NULL)
     printf("%s\n", s);
+}
+
+/* The local image r->ref to the remote store through the uploader; the
+ * local copy goes once the push is done (unless keep_local). */
+static int push(const kyb_cli *cli, const char *remote, bool keep_local, kyb_checkpoint_result *r) {
+  kyb_upload_job job = {0};
+  kyb_error *err = NULL;
+  if (cli_upload(cli, r->ref, remote, &job, &err) < 0) {
+    kyb_error_wrap(&err, "push %s to %s (the checkpoint stays at %s)", r->name, remote, r->ref);
+    kyb_cli_report(CLI_PROGRAM, err);
+    kyb_error_free(err);
+    kyb_upload_job_clear(&job);
+    return CLI_FAILED;
+  }
+  if (!keep_local) {
+    kyb_store *s = NULL;
+    cleanup_free char *uri = NULL, *name = NULL;
+    if (kyb_image_ref_parse(r->ref, NULL, &uri, &name, &err) < 0 ||
+        kyb_store_open(uri, 0, &s, &err) < 0 || kyb_store_delete(s, name, &err) < 0) {
+      kyb_error_wrap(&err, "remove the local copy %s (pushed as %s)", r->ref, job.ref);
+      kyb_cli_report(CLI_PROGRAM, err);
+      kyb_error_clear(&err);
+    }
+    kyb_store_close(s);
+  }
+  char *ref = job.ref ? strdup(job.ref) : NULL;
+  if (ref != NULL) {
+    free(r->ref);
+    r->ref = ref;
+  }
+  print_result(cli, r, job.id);
+  kyb_upload_job_clear(&job);
+  return CLI_OK;
 }
 
 int cmd_checkpoint(const kyb_cli *cli, int argc, char **argv) {
@@ -75,7 +111,8 @@ int cmd_checkpoint(const kyb_cli *cli, int argc, char **argv) {
     O_LOCKS,
     O_UNIX,
     O_TIMEOUT,
-    O_GPU
+    O_GPU,
+    O_KEEP
   };
   static const struct option opts[] = {{"help", no_argument, NULL, 'h'},
                                        {"to", required_argument, NULL, O_TO},
@@ -88,10 +125,12 @@ int cmd_checkpoint(const kyb_cli *cli, int argc, char **argv) {
                                        {"ext-unix-sk", no_argument, NULL, O_UNIX},
                                        {"timeout", required_argument, NULL, O_TIMEOUT},
                                        {"gpu-lock-timeout", required_argument, NULL, O_GPU},
+                                       {"keep-local", no_argument, NULL, O_KEEP},
                                        {NULL, 0, NULL, 0}};
   kyb_checkpoint_opts o = {
       .address = cli->address, .namespace_ = cli->namespace_, .store_uri = cli->store};
   cleanup_free char *pod = NULL;
+  bool keep_local = false;
   int c;
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     switch (c) {
@@ -106,6 +145,9 @@ int cmd_checkpoint(const kyb_cli *cli, int argc, char **argv) {
       break;
     case O_LEAVE:
       o.leave_running = true;
+      break;
+    case O_KEEP:
+      keep_local = true;
       break;
     case O_POD:
       free(pod);
@@ -167,20 +209,35 @@ int cmd_checkpoint(const kyb_cli *cli, int argc, char **argv) {
     usage(stderr);
     return CLI_USAGE;
   }
-  if (cli->progress)
+  cli_bar bar = {.verb = "pushing"};
+  if (cli->progress) {
     o.progress = on_progress;
+    o.transfer_progress = cli_bar_store_progress;
+    o.transfer_progress_ud = &bar;
+  }
+  /* Through the uploader: into a local store first, then a push job. */
+  const char *remote = NULL;
+  if (cli->uploader != NULL && cli_remote_uri(o.store_uri)) {
+    remote = o.store_uri;
+    o.store_uri = cli_remote_uri(cli->store) ? KYB_STORE_DEFAULT_URI : cli->store;
+  }
   kyb_checkpoint_result r = {0};
   kyb_error *err = NULL;
   int rc = kyb_checkpoint(&o, &r, &err);
+  cli_bar_end(&bar);
   if (rc < 0) {
     kyb_cli_report(CLI_PROGRAM, err);
     kyb_error_free(err);
     if (r.ref != NULL)
-      print_result(cli, &r); /* published, though stopping the container failed */
+      print_result(cli, &r, NULL); /* published, though stopping the container failed */
     kyb_checkpoint_result_clear(&r);
     return CLI_FAILED;
   }
-  print_result(cli, &r);
+  rc = CLI_OK;
+  if (remote != NULL)
+    rc = push(cli, remote, keep_local, &r);
+  else
+    print_result(cli, &r, NULL);
   kyb_checkpoint_result_clear(&r);
-  return CLI_OK;
+  return rc;
 }

@@ -7,6 +7,10 @@
 #define KYB_CLI_CLI_H
 
 #include <stdbool.h>
+#include <stdint.h>
+
+#include "store/store.h"
+#include "uploader/client.h"
 
 typedef struct {
   const char *address;    /* containerd socket */
@@ -14,6 +18,7 @@ typedef struct {
   const char *store;      /* default store URI */
   bool json;              /* machine-readable output on stdout */
   bool progress;          /* phase progress on stderr (a terminal, not --json) */
+  const char *uploader;   /* kybernate-uploader's socket for remote stores; NULL: in-process */
 } kyb_cli;
 
 #define CLI_PROGRAM "kybernate"
@@ -27,5 +32,30 @@ int cmd_restore(const kyb_cli *cli, int argc, char **argv);
 
 /* "1.5 GiB" style sizes for people. */
 void cli_format_size(unsigned long long bytes, char *buf, unsigned long size);
+
+/* transfer.c: remote stores, through kybernate-uploader or in-process, and
+ * the progress bar of their transfers (stderr, a terminal only). */
+bool cli_remote_uri(const char *uri);
+
+typedef struct {
+  const char *verb; /* "pushing", "fetching" */
+  const char *name;
+  uint64_t start_ms, last_ms;
+  bool shown;
+} cli_bar;
+
+/* Draws the bar (at most 10 times a second, once a transfer runs 0.5 s). */
+void cli_bar_update(cli_bar *b, const char *part, uint64_t done, uint64_t total);
+/* Ends the line of a bar that was drawn. */
+void cli_bar_end(cli_bar *b);
+/* kyb_store_progress_fn over a cli_bar. */
+int cli_bar_store_progress(void *ud, const kyb_store_progress *p);
+
+/* An upload (image: a local reference; to: a store URI) or a fetch job
+ * through the uploader at cli->uploader, followed to its end with the bar
+ * when cli->progress.  Ctrl-C cancels the job. */
+int cli_upload(const kyb_cli *cli, const char *image, const char *to, kyb_upload_job *out,
+               kyb_error **err);
+int cli_fetch(const kyb_cli *cli, const char *ref, kyb_upload_job *out, kyb_error **err);
 
 #endif

@@ -12,6 +12,7 @@
 #include "cli.h"
 #include "image/image.h"
 #include "store/store.h"
+#include "uploader/images.h"
 #include "util/cleanup.h"
 #include "util/cli.h"
 
@@ -57,63 +58,93 @@ static int fail(kyb_error *err) {
 }
 
 /* Opens the store a reference points into and returns the image name. */
-static int open_ref(const kyb_cli *cli, const char *ref, kyb_store **store, char **name,
+static int open_ref(const kyb_cli *cli, const char *ref, int flags, kyb_store **store, char **name,
                     kyb_error **err) {
   cleanup_free char *uri = NULL;
   if (kyb_image_ref_parse(ref, cli->store, &uri, name, err) < 0)
     return -1;
-  return kyb_store_open(uri, 0, store, err);
+  return kyb_store_open(uri, flags, store, err);
 }
 
-static json_t *summary_json(const kyb_image_summary *s) {
-  return json_pack("{s:s, s:s, s:I, s:s, s:s, s:s, s:s, s:s?}", "name", s->name, "created",
-                   s->created ? s->created : "", "size", (json_int_t)s->size, "container",
-                   s->container_id ? s->container_id : "", "containerName",
-                   s->container_name ? s->container_name : "", "podNamespace",
-                   s->pod_namespace ? s->pod_namespace : "", "podName",
-                   s->pod_name ? s->pod_name : "", "error", s->error);
+/* With the uploader, a reference into a remote store: its full form. */
+static char *via_uploader(const kyb_cli *cli, const char *ref) {
+  cleanup_free char *uri = NULL, *name = NULL;
+  cleanup_error kyb_error *err = NULL;
+  if (cli->uploader == NULL || kyb_image_ref_parse(ref, cli->store, &uri, &name, &err) < 0 ||
+      !cli_remote_uri(uri))
+    return NULL;
+  return kyb_image_ref_format(uri, name);
+}
+
+/* The listing as JSON (images.h's shape): from the uploader for a remote
+ * store when it is given, else in-process. */
+static int list_json(const kyb_cli *cli, const char *uri, json_t **out, kyb_error **err) {
+  if (cli->uploader != NULL && cli_remote_uri(uri)) {
+    kyb_uploader_client *c = NULL;
+    json_t *answer = NULL;
+    if (kyb_uploader_client_new(cli->uploader, &c, err) < 0)
+      return -1;
+    int r = kyb_uploader_client_list(c, uri, &answer, err);
+    kyb_uploader_client_free(c);
+    if (r < 0)
+      return kyb_error_wrap(err, "list %s", uri);
+    *out = json_incref(json_object_get(answer, "images"));
+    json_decref(answer);
+    return 0;
+  }
+  kyb_store *store = NULL;
+  if (kyb_store_open(uri, 0, &store, err) < 0)
+    return -1;
+  kyb_image_summary *v = NULL;
+  size_t n = 0;
+  int r = kyb_store_list(store, &v, &n, err);
+  kyb_store_close(store);
+  if (r < 0)
+    return -1;
+  json_t *arr = json_array();
+  for (size_t i = 0; arr != NULL && i < n; i++)
+    json_array_append_new(arr, kyb_image_summary_json(&v[i]));
+  kyb_image_summaries_free(v, n);
+  *out = arr;
+  return arr ? 0 : kyb_error_set(err, ENOMEM, "listing");
+}
+
+static const char *field(const json_t *o, const char *k) {
+  const char *s = json_string_value(json_object_get(o, k));
+  return s ? s : "";
 }
 
 static int images_ls(const kyb_cli *cli, int argc, char **argv) {
   const char *uri = argc > 1 ? argv[1] : cli->store;
   kyb_error *err = NULL;
-  kyb_store *store = NULL;
-  if (kyb_store_open(uri, 0, &store, &err) < 0)
+  cleanup_json json_t *arr = NULL;
+  if (list_json(cli, uri, &arr, &err) < 0)
     return fail(err);
-  kyb_image_summary *v = NULL;
-  size_t n = 0;
-  int rc = kyb_store_list(store, &v, &n, &err);
-  if (rc < 0) {
-    kyb_store_close(store);
-    return fail(err);
-  }
   if (cli->json) {
-    cleanup_json json_t *arr = json_array();
-    for (size_t i = 0; arr != NULL && i < n; i++)
-      json_array_append_new(arr, summary_json(&v[i]));
-    cleanup_free char *s = arr ? json_dumps(arr, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+    cleanup_free char *s = json_dumps(arr, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     if (s != NULL)
       printf("%s\n", s);
-  } else {
-    printf("%-40s %-21s %10s  %s\n", "NAME", "CREATED", "SIZE", "SOURCE");
-    for (size_t i = 0; i < n; i++) {
-      char size[32];
-      cli_format_size(v[i].size, size, sizeof(size));
-      const char *src = v[i].container_id ? v[i].container_id : "";
-      char pod[512];
-      if (v[i].pod_name != NULL && *v[i].pod_name) {
-        snprintf(pod, sizeof(pod), "%s/%s/%s", v[i].pod_namespace, v[i].pod_name,
-                 v[i].container_name ? v[i].container_name : "");
-        src = pod;
-      }
-      if (v[i].error != NULL)
-        printf("%-40s %-21s %10s  (unusable: %s)\n", v[i].name, "-", "-", v[i].error);
-      else
-        printf("%-40s %-21s %10s  %s\n", v[i].name, v[i].created, size, src);
-    }
+    return CLI_OK;
   }
-  kyb_image_summaries_free(v, n);
-  kyb_store_close(store);
+  printf("%-40s %-21s %10s  %s\n", "NAME", "CREATED", "SIZE", "SOURCE");
+  size_t i;
+  const json_t *im;
+  json_array_foreach(arr, i, im) {
+    char size[32];
+    cli_format_size((unsigned long long)json_integer_value(json_object_get(im, "size")), size,
+                    sizeof(size));
+    const char *src = field(im, "container");
+    char pod[512];
+    if (*field(im, "podName")) {
+      snprintf(pod, sizeof(pod), "%s/%s/%s", field(im, "podNamespace"), field(im, "podName"),
+               field(im, "containerName"));
+      src = pod;
+    }
+    if (json_object_get(im, "error") != NULL)
+      printf("%-40s %-21s %10s  (unusable: %s)\n", field(im, "name"), "-", "-", field(im, "error"));
+    else
+      printf("%-40s %-21s %10s  %s\n", field(im, "name"), field(im, "created"), size, src);
+  }
   return CLI_OK;
 }
 
@@ -121,7 +152,17 @@ static int images_inspect(const kyb_cli *cli, const char *ref, bool verify_only)
   kyb_error *err = NULL;
   kyb_store *store = NULL;
   cleanup_free char *name = NULL;
-  if (open_ref(cli, ref, &store, &name, &err) < 0)
+  cleanup_free char *remote = via_uploader(cli, ref);
+  int flags = 0;
+  if (remote != NULL) { /* the uploader fetches it into the node cache; read it there */
+    kyb_upload_job job = {0};
+    int r = cli_fetch(cli, remote, &job, &err);
+    kyb_upload_job_clear(&job);
+    if (r < 0)
+      return fail(err);
+    flags = KYB_STORE_LOCAL_ONLY;
+  }
+  if (open_ref(cli, ref, flags, &store, &name, &err) < 0)
     return fail(err);
   cleanup_free char *path = NULL;
   int rc = kyb_store_get_path(store, name, &path, &err);
@@ -151,7 +192,20 @@ static int images_rm(const kyb_cli *cli, int argc, char **argv) {
     kyb_error *err = NULL;
     kyb_store *store = NULL;
     cleanup_free char *name = NULL;
-    if (open_ref(cli, argv[i], &store, &name, &err) < 0 ||
+    cleanup_free char *remote = via_uploader(cli, argv[i]);
+    if (remote != NULL) {
+      kyb_uploader_client *c = NULL;
+      cleanup_free char *uri = NULL;
+      if (kyb_uploader_client_new(cli->uploader, &c, &err) < 0 ||
+          kyb_uploader_client_delete(c, remote, NULL, &err) < 0 ||
+          kyb_image_ref_parse(remote, NULL, &uri, &name, &err) < 0)
+        rc = fail(err);
+      else if (!cli->json)
+        printf("%s\n", name);
+      kyb_uploader_client_free(c);
+      continue;
+    }
+    if (open_ref(cli, argv[i], 0, &store, &name, &err) < 0 ||
         kyb_store_delete(store, name, &err) < 0) {
       kyb_store_close(store);
       rc = fail(err);

@@ -35,6 +35,9 @@ static void usage(FILE *out) {
           "                         or $KYBERNATE_NAMESPACE)\n"
           "      --store URI        image store (default %s,\n"
           "                         or $KYBERNATE_STORE)\n"
+          "      --uploader SOCK    move images of oci:// and s3:// stores through\n"
+          "                         kybernate-uploader at SOCK (or $KYBERNATE_UPLOADER_SOCKET):\n"
+          "                         this process then needs no storage credentials\n"
           "      --json             machine-readable output\n"
           "      --log-level LEVEL  error, warn, info, debug, trace (default warn)\n"
           "      --log-format FMT   text (default) or json\n"
@@ -59,11 +62,13 @@ int main(int argc, char **argv) {
                                        {"json", no_argument, NULL, 'j'},
                                        {"log-level", required_argument, NULL, 'l'},
                                        {"log-format", required_argument, NULL, 'f'},
+                                       {"uploader", required_argument, NULL, 'u'},
                                        {NULL, 0, NULL, 0}};
   kyb_cli cli = {
       .address = env_or("KYBERNATE_CONTAINERD_ADDRESS", KYB_CTD_DEFAULT_SOCKET),
       .namespace_ = env_or("KYBERNATE_NAMESPACE", "default"),
       .store = env_or("KYBERNATE_STORE", KYB_STORE_DEFAULT_URI),
+      .uploader = env_or("KYBERNATE_UPLOADER_SOCKET", NULL),
   };
   const char *level = NULL, *format = NULL;
   int c;
@@ -93,6 +98,9 @@ int main(int argc, char **argv) {
       break;
     case 'f':
       format = optarg;
+      break;
+    case 'u':
+      cli.uploader = *optarg ? optarg : NULL;
       break;
     default:
       usage(stderr);

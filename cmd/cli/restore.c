@@ -2,6 +2,7 @@
 /*
  * kybernate restore: an image into a NEW container, through containerd.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <limits.h>
@@ -37,6 +38,27 @@ static void usage(FILE *out) {
                "                       image without GPU state). Its GPU state is restored\n"
                "                       onto them (same model, at least as much memory)\n"
                "  -h, --help           show this help\n");
+}
+
+/* With the uploader, an image of a remote store is fetched into the node
+ * cache by it first; the restore then reads the cache alone. */
+static int fetch_first(const kyb_cli *cli, kyb_restore_opts *o, kyb_error **err) {
+  cleanup_free char *uri = NULL, *name = NULL;
+  if (cli->uploader == NULL || kyb_image_ref_parse(o->ref, o->store_uri, &uri, &name, err) < 0 ||
+      !cli_remote_uri(uri)) {
+    kyb_error_clear(err); /* kyb_restore reports a bad reference in its words */
+    return 0;
+  }
+  cleanup_free char *ref = kyb_image_ref_format(uri, name);
+  if (ref == NULL)
+    return kyb_error_set(err, ENOMEM, "reference");
+  kyb_upload_job job = {0};
+  int r = cli_fetch(cli, ref, &job, err);
+  kyb_upload_job_clear(&job);
+  if (r < 0)
+    return kyb_error_wrap(err, "restore %s", o->ref);
+  o->store_flags = KYB_STORE_LOCAL_ONLY;
+  return 0;
 }
 
 int cmd_restore(const kyb_cli *cli, int argc, char **argv) {
@@ -96,11 +118,18 @@ int cmd_restore(const kyb_cli *cli, int argc, char **argv) {
   o.ref = argv[optind];
   kyb_restore_result r = {0};
   kyb_error *err = NULL;
-  if (kyb_restore(&o, &r, &err) < 0) {
+  cli_bar bar = {.verb = "fetching"};
+  if (cli->progress) {
+    o.transfer_progress = cli_bar_store_progress;
+    o.transfer_progress_ud = &bar;
+  }
+  if (fetch_first(cli, &o, &err) < 0 || kyb_restore(&o, &r, &err) < 0) {
+    cli_bar_end(&bar);
     kyb_cli_report(CLI_PROGRAM, err);
     kyb_error_free(err);
     return CLI_FAILED;
   }
+  cli_bar_end(&bar);
   if (cli->json) {
     cleanup_json json_t *j =
         json_pack("{s:s, s:I, s:s, s:I}", "container", r.container_id, "pid", (json_int_t)r.pid,

@@ -187,6 +187,8 @@ static int stage_image(op_ctx *c, kyb_error **err) {
   const kyb_checkpoint_opts *o = c->opts;
   if (kyb_store_open(o->store_uri, KYB_STORE_CREATE, &c->store, err) < 0)
     return -1;
+  if (o->transfer_progress != NULL)
+    kyb_store_set_progress(c->store, o->transfer_progress, o->transfer_progress_ud);
   cleanup_free char *name = NULL;
   if (o->name != NULL) {
     if (kyb_image_name_check(o->name, err) < 0)

@@ -27,6 +27,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "store/store.h"
 #include "util/error.h"
 
 /* Phase notifications for progress output: called with done=false when a
@@ -53,6 +54,9 @@ typedef struct {
   unsigned int gpu_lock_timeout_ms;
   kyb_progress_fn progress;
   void *progress_ud;
+  /* Bytes of the upload into a remote store (store.h); NULL: none. */
+  kyb_store_progress_fn transfer_progress;
+  void *transfer_progress_ud;
 } kyb_checkpoint_opts;
 
 typedef struct {

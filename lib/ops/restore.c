@@ -191,8 +191,10 @@ static int run(const kyb_restore_opts *o, created *c, kyb_restore_result *out, k
   if (kyb_image_ref_parse(o->ref, o->store_uri, &store_uri, &name, err) < 0)
     return -1;
   kyb_store *store = NULL;
-  if (kyb_store_open(store_uri, 0, &store, err) < 0)
+  if (kyb_store_open(store_uri, o->store_flags, &store, err) < 0)
     return -1;
+  if (o->transfer_progress != NULL)
+    kyb_store_set_progress(store, o->transfer_progress, o->transfer_progress_ud);
   cleanup_free char *dir = NULL;
   int r = kyb_store_get_path(store, name, &dir, err);
   kyb_store_close(store);

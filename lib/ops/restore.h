@@ -20,6 +20,7 @@
 
 #include <stdint.h>
 
+#include "store/store.h"
 #include "util/error.h"
 
 #define KYB_ANNOTATION_RESTORE_FROM "kybernate.io/restore-from"
@@ -40,6 +41,12 @@ typedef struct {
    * NULL = the recorded spec's GPUs. */
   const char *gpus;
   const char *nvidia_proc; /* NULL = $KYBERNATE_NVIDIA_PROC, else /proc/driver/nvidia */
+  /* kyb_store_open flags for the image's store: KYB_STORE_LOCAL_ONLY when
+   * the uploader has fetched a remote image into the node cache already. */
+  int store_flags;
+  /* Bytes of the download from a remote store (store.h); NULL: none. */
+  kyb_store_progress_fn transfer_progress;
+  void *transfer_progress_ud;
 } kyb_restore_opts;
 
 typedef struct {
