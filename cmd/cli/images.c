@@ -140,7 +140,7 @@ static int images_ls(const kyb_cli *cli, int argc, char **argv) {
                field(im, "containerName"));
       src = pod;
     }
-    if (json_object_get(im, "error") != NULL)
+    if (json_is_string(json_object_get(im, "error")))
       printf("%-40s %-21s %10s  (unusable: %s)\n", field(im, "name"), "-", "-", field(im, "error"));
     else
       printf("%-40s %-21s %10s  %s\n", field(im, "name"), field(im, "created"), size, src);

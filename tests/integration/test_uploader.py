@@ -190,7 +190,8 @@ def test_credentials_only_in_the_uploader(build_dir, make_node, tmp_path, root):
             assert r.returncode == 1 and "HTTP 401" in r.stderr, r.stdout + r.stderr
             # ... through the uploader it lists, fetches and verifies.
             r = kyb(build_dir, node, local, cache, "--uploader", up.socket, "images", "ls", store)
-            assert r.returncode == 0 and "img" in r.stdout, r.stderr
+            assert r.returncode == 0, r.stderr
+            assert "img" in r.stdout and "c-img" in r.stdout and "unusable" not in r.stdout, r.stdout
             r = kyb(build_dir, node, local, cache, "--uploader", up.socket, "images", "verify",
                     f"{store}:img")
             assert r.returncode == 0 and "img: ok" in r.stdout, r.stderr
