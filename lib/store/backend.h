@@ -37,6 +37,8 @@ struct kyb_store {
   void *progress_ud;
   kyb_store_progress prog;
   uint64_t prog_base; /* bytes of the parts already complete */
+  kyb_store_stop_fn stop;
+  void *stop_ud;
 };
 
 struct kyb_staging {
@@ -68,6 +70,10 @@ int kyb_store_cache_root(const char **root, kyb_error **err);
 void kyb_store_progress_begin(kyb_store *s, const char *name, uint64_t total);
 int kyb_store_progress_part(kyb_store *s, const char *part, uint64_t part_done, kyb_error **err);
 int kyb_store_progress_part_end(kyb_store *s, const char *part, uint64_t size, kyb_error **err);
+
+/* Whether the store's stop callback (kyb_store_set_stop) says stop: a
+ * kyb_http_abort_fn for the backends' HTTP clients, with the store as ud. */
+int kyb_store_stop_requested(void *store);
 
 /* Fills a summary from a validated manifest. */
 int kyb_image_summary_from_manifest(const char *name, const json_t *manifest,

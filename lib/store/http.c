@@ -29,6 +29,8 @@ struct kyb_http {
   CURL *curl;
   kyb_http_opts opts;
   char errbuf[CURL_ERROR_SIZE];
+  kyb_http_abort_fn abort;
+  void *abort_ud;
 };
 
 /* One attempt's state, shared with the curl callbacks. */
@@ -66,6 +68,24 @@ int kyb_http_new(const kyb_http_opts *opts, kyb_http **out, kyb_error **err) {
   }
   *out = h;
   return 0;
+}
+
+void kyb_http_set_abort(kyb_http *h, kyb_http_abort_fn fn, void *ud) {
+  h->abort = fn;
+  h->abort_ud = fn ? ud : NULL;
+}
+
+static bool aborted(const kyb_http *h) {
+  return h->abort != NULL && h->abort(h->abort_ud) != 0;
+}
+
+static int on_xferinfo(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow) {
+  (void)dltotal;
+  (void)dlnow;
+  (void)ultotal;
+  (void)ulnow;
+  return aborted(ud) ? 1 : 0;
 }
 
 void kyb_http_free(kyb_http *h) {
@@ -280,6 +300,11 @@ static int setup(kyb_http *h, xfer *x, struct curl_slist *hdrs) {
   if (h->opts.ca_file != NULL)
     bad |= curl_easy_setopt(c, CURLOPT_CAINFO, h->opts.ca_file) != CURLE_OK;
   bad |= curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs) != CURLE_OK;
+  if (h->abort != NULL) {
+    bad |= curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L) != CURLE_OK;
+    bad |= curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_xferinfo) != CURLE_OK;
+    bad |= curl_easy_setopt(c, CURLOPT_XFERINFODATA, h) != CURLE_OK;
+  }
   bad |= curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header) != CURLE_OK;
   bad |= curl_easy_setopt(c, CURLOPT_HEADERDATA, x) != CURLE_OK;
   bad |= curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK;
@@ -347,6 +372,17 @@ static void sleep_ms(long ms) {
     ;
 }
 
+/* Sleeps ms before a retry, in slices so that an abort is seen; false
+ * when the abort callback said stop. */
+static bool wait_retry(const kyb_http *h, long ms) {
+  for (long left = ms; left > 0; left -= 100) {
+    if (aborted(h))
+      return false;
+    sleep_ms(left < 100 ? left : 100);
+  }
+  return !aborted(h);
+}
+
 /* The wait before retry number `attempt` (1-based): doubled each time,
  * capped; a Retry-After of whole seconds raises it, up to its own cap. */
 static long backoff(const kyb_http *h, int attempt, const kyb_http_resp *resp) {
@@ -410,6 +446,11 @@ int kyb_http_do(kyb_http *h, const kyb_http_req *rq, kyb_http_resp *resp, kyb_er
       break;
     }
     CURLcode rc = curl_easy_perform(h->curl);
+    if (x.cb_err == NULL && rc == CURLE_ABORTED_BY_CALLBACK) {
+      kyb_error_set(err, ECANCELED, "%s: %s %.*s: stopped", what_of(rq), rq->method,
+                    url_shown_len(rq->url), rq->url);
+      break;
+    }
     if (x.cb_err != NULL) { /* the caller's callback failed: its error, no retry */
       kyb_error_clear(err);
       *err = x.cb_err;
@@ -423,8 +464,11 @@ int kyb_http_do(kyb_http *h, const kyb_http_req *rq, kyb_http_resp *resp, kyb_er
         long ms = backoff(h, attempt, NULL);
         log_warn("%s: %s %.*s: %s; retry %d of %d in %ld ms", what_of(rq), rq->method,
                  url_shown_len(rq->url), rq->url, detail, attempt, max_attempts - 1, ms);
-        sleep_ms(ms);
-        continue;
+        if (wait_retry(h, ms))
+          continue;
+        kyb_error_set(err, ECANCELED, "%s: %s %.*s: %s; stopped before a retry", what_of(rq),
+                      rq->method, url_shown_len(rq->url), rq->url, detail);
+        break;
       }
       kyb_error_set(err, transport_errno(rc), "%s: %s %.*s: %s%s", what_of(rq), rq->method,
                     url_shown_len(rq->url), rq->url, detail, attempt > 1 ? " (after retries)" : "");
@@ -435,8 +479,11 @@ int kyb_http_do(kyb_http *h, const kyb_http_req *rq, kyb_http_resp *resp, kyb_er
       long ms = backoff(h, attempt, resp);
       log_warn("%s: %s %.*s: HTTP %ld; retry %d of %d in %ld ms", what_of(rq), rq->method,
                url_shown_len(rq->url), rq->url, resp->status, attempt, max_attempts - 1, ms);
-      sleep_ms(ms);
-      continue;
+      if (wait_retry(h, ms))
+        continue;
+      kyb_error_set(err, ECANCELED, "%s: %s %.*s: HTTP %ld; stopped before a retry", what_of(rq),
+                    rq->method, url_shown_len(rq->url), rq->url, resp->status);
+      break;
     }
     r = 0;
     break;

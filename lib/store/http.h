@@ -96,6 +96,13 @@ typedef struct {
 int kyb_http_new(const kyb_http_opts *opts, kyb_http **out, kyb_error **err);
 void kyb_http_free(kyb_http *h);
 
+/* Asked while a request runs (about once a second even when nothing moves)
+ * and before each retry: nonzero stops the request at once, and
+ * kyb_http_do fails with ECANCELED without retrying.  A cancel reaches a
+ * transfer stalled in the network this way.  NULL: none. */
+typedef int (*kyb_http_abort_fn)(void *ud);
+void kyb_http_set_abort(kyb_http *h, kyb_http_abort_fn fn, void *ud);
+
 /* Performs the request (with the retries above).  0 when a response arrived,
  * whatever its status; -1 on a transport failure or when a callback failed
  * (its error, with method and URL added).  resp is cleared first. */

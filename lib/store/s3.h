@@ -82,6 +82,8 @@ typedef struct kyb_s3 kyb_s3;
 int kyb_s3_new(const kyb_s3_config *cfg, const char *bucket, kyb_s3 **out, kyb_error **err);
 void kyb_s3_free(kyb_s3 *s);
 const char *kyb_s3_bucket(const kyb_s3 *s);
+/* kyb_http_set_abort on the client's connection. */
+void kyb_s3_set_abort(kyb_s3 *s, kyb_http_abort_fn fn, void *ud);
 
 typedef struct {
   char *key;

@@ -226,6 +226,10 @@ const char *kyb_s3_bucket(const kyb_s3 *s) {
   return s->bucket;
 }
 
+void kyb_s3_set_abort(kyb_s3 *s, kyb_http_abort_fn fn, void *ud) {
+  kyb_http_set_abort(s->http, fn, ud);
+}
+
 void kyb_s3_objects_free(kyb_s3_object *v, size_t n) {
   for (size_t i = 0; v != NULL && i < n; i++)
     free(v[i].key);

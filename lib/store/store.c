@@ -325,6 +325,16 @@ void kyb_store_set_progress(kyb_store *s, kyb_store_progress_fn fn, void *ud) {
   s->progress_ud = fn ? ud : NULL;
 }
 
+void kyb_store_set_stop(kyb_store *s, kyb_store_stop_fn fn, void *ud) {
+  s->stop = fn;
+  s->stop_ud = fn ? ud : NULL;
+}
+
+int kyb_store_stop_requested(void *store) {
+  const kyb_store *s = store;
+  return s->stop != NULL && s->stop(s->stop_ud) != 0;
+}
+
 void kyb_store_progress_begin(kyb_store *s, const char *name, uint64_t total) {
   s->prog = (kyb_store_progress){.name = name, .total = total};
   s->prog_base = 0;

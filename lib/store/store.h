@@ -133,6 +133,12 @@ typedef int (*kyb_store_progress_fn)(void *ud, const kyb_store_progress *p);
 /* Sets (fn non-NULL) or clears the store's progress callback. */
 void kyb_store_set_progress(kyb_store *s, kyb_store_progress_fn fn, void *ud);
 
+/* Asked while a remote store's request waits on the network (about once a
+ * second, and before its retries): nonzero stops the transfer (ECANCELED),
+ * even one stalled between progress reports.  NULL clears it. */
+typedef int (*kyb_store_stop_fn)(void *ud);
+void kyb_store_set_stop(kyb_store *s, kyb_store_stop_fn fn, void *ud);
+
 /* Removes staging and half-deleted directories left by processes that died:
  * those no live process holds and older than min_age_s seconds. */
 int kyb_store_cleanup(kyb_store *s, uint64_t min_age_s, size_t *removed, kyb_error **err);

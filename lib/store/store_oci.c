@@ -640,7 +640,10 @@ static int open_oci(kyb_store *s, struct oci_store *o, const char *rest, kyb_err
   /* A private CA (an in-house registry) instead of the system's store. */
   const char *ca = getenv(KYB_OCI_CA_ENV);
   kyb_http_opts ho = {.ca_file = ca && *ca ? ca : NULL};
-  return kyb_http_new(&ho, &o->http, err);
+  if (kyb_http_new(&ho, &o->http, err) < 0)
+    return -1;
+  kyb_http_set_abort(o->http, kyb_store_stop_requested, s); /* a cancel reaches a stalled request */
+  return 0;
 }
 
 int kyb_store_oci_open(kyb_store *s, const char *rest, int flags, kyb_error **err) {

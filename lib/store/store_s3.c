@@ -790,6 +790,8 @@ static int open_s3(kyb_store *s, struct s3_store *b, const char *rest, kyb_error
     return kyb_error_wrap(err, "open store %s", s->uri);
   b->part_size = cfg.part_size;
   int r = kyb_s3_new(&cfg, b->bucket, &b->s3, err);
+  if (r == 0) /* a cancel reaches a stalled request */
+    kyb_s3_set_abort(b->s3, kyb_store_stop_requested, s);
   kyb_s3_config_clear(&cfg);
   return r;
 }

@@ -27,6 +27,10 @@ static int on_progress(void *ud, const kyb_store_progress *p) {
   return kyb_job_ctx_progress(ud, p->part, p->done, p->total, &err) < 0 ? -1 : 0;
 }
 
+static int on_stop(void *ud) {
+  return kyb_job_ctx_cancelled(ud) ? 1 : 0;
+}
+
 static int check_cancel(kyb_job_ctx *ctx, kyb_error **err) {
   if (kyb_job_ctx_cancelled(ctx))
     return kyb_error_set(err, ECANCELED, "job %s cancelled", kyb_job_ctx_id(ctx));
@@ -207,6 +211,7 @@ static int upload(kyb_job_ctx *ctx, const kyb_job_request *req, kyb_job_result *
   if (kyb_store_open(req->dest_store, KYB_STORE_CREATE, &dst, err) < 0)
     return -1;
   kyb_store_set_progress(dst, on_progress, ctx);
+  kyb_store_set_stop(dst, on_stop, ctx);
   int r = publish(ctx, req, dst, dir, m, total, err);
   if (r == 0)
     res->ref = kyb_image_ref_format(kyb_store_uri(dst), req->name);
@@ -229,6 +234,7 @@ static int fetch(kyb_job_ctx *ctx, const kyb_job_request *req, kyb_job_result *r
   if (kyb_store_open(req->source_store, 0, &s, err) < 0)
     return -1;
   kyb_store_set_progress(s, on_progress, ctx);
+  kyb_store_set_stop(s, on_stop, ctx);
   int r = kyb_store_get_path(s, req->name, &path, err);
   kyb_store_close(s);
   if (r < 0 && kyb_job_ctx_cancelled(ctx)) {

@@ -21,10 +21,11 @@ Checked:
     bytesTotal on a named part; SIGKILL of the daemon leaves no tag; a new
     daemon on the same (stale) socket takes the resubmitted job to the end;
     a second daemon with a fresh cache fetches it back, verified;
-  - SIGTERM while a job runs: /healthz answers 503 "stopping", new jobs
-    503 with Retry-After, the job is asked to stop after --grace, the daemon
-    exits 0 and removes its socket, nothing is pushed, every log line is
-    JSON;
+  - a cancel (DELETE) of a job whose request is stalled at the proxy ends
+    it (ECANCELED); SIGTERM while a job runs: /healthz answers 503
+    "stopping", new jobs 503 with Retry-After, the job is stopped after
+    --grace, the daemon exits 0 and removes its socket, nothing is pushed,
+    every log line is JSON;
   - s3:// the same way: upload through the uploader, fetch into a fresh
     cache, every file verified; the CLI has no S3 credentials;
   - bad requests (no node needed): malformed JSON, unknown op and field, a
@@ -263,6 +264,15 @@ def test_sigterm_stops_a_running_job(build_dir, make_node, registry, tmp_path):
         st, job, _ = up.post_job({"op": "upload", "image": "img", "to": store})
         assert st == 202
         up.wait_job(job["id"], until=lambda j: proxy.tripped.is_set())
+        # A cancel reaches the request stalled at the proxy.
+        st, doc, _ = up.request("DELETE", f"/v1/jobs/{job['id']}")
+        assert st == 202 and doc["cancelRequested"], doc
+        c = up.wait_job(job["id"], timeout=60)
+        assert c["state"] == "cancelled" and c["error"]["errnoName"] == "ECANCELED", c
+        # Again, and this time the daemon is told to stop.
+        st, job, _ = up.post_job({"op": "upload", "image": "img", "to": store})
+        assert st == 202, job
+        up.wait_job(job["id"], until=lambda j: j["state"] == "running")
         up.proc.send_signal(signal.SIGTERM)
         st, health, _ = wait_for(lambda: (lambda r: r if r[0] == 503 else None)(
             up.request("GET", "/healthz")), 30, "/healthz to answer 503")
@@ -277,9 +287,9 @@ def test_sigterm_stops_a_running_job(build_dir, make_node, registry, tmp_path):
         lines = up.log_lines()  # every line is JSON
         assert all({"time", "level", "program", "module", "msg"} <= set(l) for l in lines)
         assert any("still running after the grace period" in l["msg"] for l in lines), lines
-        # Its request hangs at the stalled proxy, so the job cannot report
-        # back before the daemon gives up on it (docs/uploader.md, "Stopping").
-        assert lines[-1]["msg"].startswith("stopped"), lines[-5:]
+        ended = [l for l in lines if job["id"] in l["msg"] and "cancelled:" in l["msg"]]
+        assert ended and "grace period ended" in ended[-1]["msg"], lines[-6:]
+        assert lines[-1]["msg"] == "stopped", lines[-3:]
     finally:
         proxy.close()
 

@@ -9,8 +9,10 @@
  * progress reports and their stop (ECANCELED), the pack loop's progress,
  * and KYB_STORE_LOCAL_ONLY for oci:// and s3:// (the node cache, no
  * request, no credentials). */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -26,6 +29,7 @@
 
 #include "image/image.h"
 #include "store/backend.h"
+#include "store/http.h"
 #include "store/pack.h"
 #include "uploader/service.h"
 #include "uploader/transfer.h"
@@ -317,6 +321,70 @@ static void test_pack_progress(void **state) {
   assert_non_null(strstr(kyb_error_message(err), "stop here"));
 }
 
+/* A TCP port that takes connections (the kernel's backlog) and never
+ * answers: a stalled server. */
+static int stalled_port(int *fd) {
+  *fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  assert_int_equal(bind(*fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+  assert_int_equal(listen(*fd, 16), 0);
+  socklen_t len = sizeof(sa);
+  assert_int_equal(getsockname(*fd, (struct sockaddr *)&sa, &len), 0);
+  return ntohs(sa.sin_port);
+}
+
+static int stop_calls;
+
+static int stop_after_a_while(void *ud) {
+  (void)ud;
+  return ++stop_calls >= 2; /* the transfer runs, then it is asked to stop */
+}
+
+static void test_stop_reaches_stalled_requests(void **state) {
+  (void)state;
+  int lfd = -1;
+  int port = stalled_port(&lfd);
+  cleanup_error kyb_error *err = NULL;
+  /* the HTTP client: a request hanging on a silent server stops */
+  kyb_http *h = NULL;
+  assert_int_equal(kyb_http_new(NULL, &h, &err), 0);
+  kyb_http_set_abort(h, stop_after_a_while, NULL);
+  char url[64];
+  snprintf(url, sizeof(url), "http://127.0.0.1:%d/v2/", port);
+  kyb_http_req rq = {.method = "GET", .url = url};
+  kyb_http_resp rs = {0};
+  stop_calls = 0;
+  assert_int_equal(kyb_http_do(h, &rq, &rs, &err), -1);
+  assert_int_equal(kyb_error_code(err), ECANCELED);
+  assert_non_null(strstr(kyb_error_message(err), "stopped"));
+  kyb_error_clear(&err);
+  kyb_http_resp_clear(&rs);
+  kyb_http_free(h);
+  /* the stores wire their stop callback to their HTTP clients */
+  char oci[96], s3[32], ep[64];
+  snprintf(oci, sizeof(oci), "oci://127.0.0.1:%d/kyb/test", port);
+  snprintf(ep, sizeof(ep), "http://127.0.0.1:%d", port);
+  snprintf(s3, sizeof(s3), "s3://kyb-bucket/p");
+  setenv("KYBERNATE_S3_ENDPOINT", ep, 1);
+  setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE", 1);
+  setenv("AWS_SECRET_ACCESS_KEY", "secret", 1);
+  const char *uris[] = {oci, s3};
+  for (size_t i = 0; i < 2; i++) {
+    kyb_store *st = NULL;
+    assert_int_equal(kyb_store_open(uris[i], 0, &st, &err), 0);
+    kyb_store_set_stop(st, stop_after_a_while, NULL);
+    stop_calls = 0;
+    cleanup_free char *path = NULL;
+    assert_int_equal(kyb_store_get_path(st, "img", &path, &err), -1);
+    if (kyb_error_code(err) != ECANCELED)
+      fail_msg("%s: %s", uris[i], kyb_error_message(err));
+    kyb_error_clear(&err);
+    kyb_store_close(st);
+  }
+  unsetenv("KYBERNATE_S3_ENDPOINT");
+  close(lfd);
+}
+
 static void test_local_only(void **state) {
   (void)state;
   cleanup_error kyb_error *err = NULL;
@@ -368,6 +436,7 @@ int main(void) {
       cmocka_unit_test(test_store_progress),
       cmocka_unit_test(test_pack_progress),
       cmocka_unit_test(test_local_only),
+      cmocka_unit_test(test_stop_reaches_stalled_requests),
   };
   return cmocka_run_group_tests_name("uploader_transfer", tests, setup, teardown);
 }
