@@ -33,7 +33,7 @@ void cli_bar_update(cli_bar *b, const char *part, uint64_t done, uint64_t total)
   if (b->start_ms == 0)
     b->start_ms = now;
   bool last = total > 0 && done >= total;
-  if (now - b->start_ms < BAR_DELAY_MS || (!last && now - b->last_ms < BAR_EVERY_MS))
+  if (total == 0 || now - b->start_ms < BAR_DELAY_MS || (!last && now - b->last_ms < BAR_EVERY_MS))
     return;
   b->last_ms = now;
   b->shown = true;
@@ -83,7 +83,7 @@ typedef struct {
 
 static int on_job(void *ud, const kyb_upload_job *j) {
   follow *f = ud;
-  if (f->cli->progress && j->total > 0)
+  if (f->cli->progress)
     cli_bar_update(&f->bar, j->part, j->done, j->total);
   return interrupted ? 1 : 0;
 }
