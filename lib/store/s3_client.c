@@ -601,10 +601,14 @@ int kyb_s3_copy(kyb_s3 *s, const char *src_key, uint64_t size, const char *dst_k
   if (kyb_s3_mpu_create(s, dst_key, &id, err) < 0)
     return -1;
   char **etags = calloc((size_t)nparts, sizeof(*etags));
+  if (etags == NULL) {
+    cleanup_error kyb_error *e2 = NULL;
+    if (kyb_s3_mpu_abort(s, dst_key, id, &e2) < 0)
+      log_warn_chain(e2, "abort the multipart copy to s3://%s/%s", s->bucket, dst_key);
+    return kyb_error_set(err, ENOMEM, "S3 copy");
+  }
   int r = 0;
-  if (etags == NULL)
-    r = kyb_error_set(err, ENOMEM, "S3 copy");
-  for (int i = 0; etags != NULL && r == 0 && i < nparts; i++) {
+  for (int i = 0; r == 0 && i < nparts; i++) {
     uint64_t first = (uint64_t)i * chunk;
     uint64_t last = first + chunk > size ? size - 1 : first + chunk - 1;
     r = mpu_part_copy(s, dst_key, id, i + 1, src_key, first, last, &etags[i], err);
@@ -616,7 +620,7 @@ int kyb_s3_copy(kyb_s3 *s, const char *src_key, uint64_t size, const char *dst_k
     if (kyb_s3_mpu_abort(s, dst_key, id, &e2) < 0)
       log_warn_chain(e2, "abort the multipart copy to s3://%s/%s", s->bucket, dst_key);
   }
-  for (int i = 0; etags && i < nparts; i++)
+  for (int i = 0; i < nparts; i++)
     free(etags[i]);
   free(etags);
   return r;
@@ -652,11 +656,13 @@ int kyb_s3_mpu_part(kyb_s3 *s, const char *key, const char *upload_id, int part,
       .method = "PUT", .key = key, .query = q, .body = data, .body_len = len, .what = what};
   kyb_http_resp rs = {0};
   int r = s3_call_ok(s, &c, 0, &rs, err);
-  const char *et = r == 0 ? kyb_http_resp_header(&rs, "ETag") : NULL;
-  if (r == 0 && (et == NULL || *et == '\0' || strlen(et) > 256 || strpbrk(et, "<>&") != NULL))
-    r = kyb_error_set(err, EPROTO, "S3 %s of s3://%s/%s: no usable ETag", what, s->bucket, key);
-  if (r == 0 && (*etag = strdup(et)) == NULL)
-    r = kyb_error_set(err, ENOMEM, "S3 upload part");
+  if (r == 0) {
+    const char *et = kyb_http_resp_header(&rs, "ETag");
+    if (et == NULL || *et == '\0' || strlen(et) > 256 || strpbrk(et, "<>&") != NULL)
+      r = kyb_error_set(err, EPROTO, "S3 %s of s3://%s/%s: no usable ETag", what, s->bucket, key);
+    else if ((*etag = strdup(et)) == NULL)
+      r = kyb_error_set(err, ENOMEM, "S3 upload part");
+  }
   kyb_http_resp_clear(&rs);
   return r;
 }
@@ -673,7 +679,7 @@ int kyb_s3_mpu_complete(kyb_s3 *s, const char *key, const char *upload_id, char 
     return kyb_error_set(err, ENOMEM, "S3 complete");
   size_t n = (size_t)snprintf(body, cap, "<CompleteMultipartUpload>");
   for (int i = 0; i < nparts; i++) {
-    if (strpbrk(etags[i], "<>&") != NULL || strlen(etags[i]) > 256)
+    if (etags[i] == NULL || strpbrk(etags[i], "<>&") != NULL || strlen(etags[i]) > 256)
       return kyb_error_set(err, EPROTO, "S3 complete: malformed ETag of part %d", i + 1);
     n += (size_t)snprintf(body + n, cap - n,
                           "<Part><PartNumber>%d</PartNumber><ETag>%s</ETag></Part>", i + 1,
