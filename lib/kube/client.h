@@ -110,10 +110,10 @@ typedef struct {
 int kyb_kube_list(kyb_kube_client *c, const kyb_kube_resource *res, const char *ns,
                   const kyb_kube_list_opts *opts, json_t **out, kyb_error **err);
 
-/* Every page (opts->limit per page, 0: 500), items joined: *items is an
- * array, *rv (heap) the resourceVersion of the list to watch from.  A
- * continue token that expired mid-way (410) restarts the list once without
- * paging, as client-go's pager does. */
+/* Every page (opts->limit per page, 0: 500, negative: one request), items
+ * joined: *items is an array, *rv (heap) the resourceVersion of the list to
+ * watch from.  A continue token that expired mid-way (410) restarts the list
+ * once without paging, as client-go's pager does. */
 int kyb_kube_list_all(kyb_kube_client *c, const kyb_kube_resource *res, const char *ns,
                       const kyb_kube_list_opts *opts, json_t **items, char **rv, kyb_error **err);
 
