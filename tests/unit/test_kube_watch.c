@@ -115,6 +115,68 @@ static void test_event_parse(void **state) {
   assert_string_equal(kyb_kube_event_type_name(KYB_KUBE_BOOKMARK), "BOOKMARK");
 }
 
+/* Fuzz-style: a real event stream, damaged at random and fed in random
+ * chunks through the splitter into the event parser: every line parses or
+ * fails cleanly, and the splitter's buffer never exceeds its limit. */
+static int parse_line(void *ud, const char *line, size_t len, kyb_error **err) {
+  size_t *bad = ud;
+  kyb_kube_event_type t;
+  json_t *o = NULL;
+  kyb_error *e = NULL;
+  (void)err;
+  if (kyb_kube_event_parse(line, len, &t, &o, &e) < 0) {
+    assert_null(o);
+    assert_non_null(e);
+    (*bad)++;
+  } else {
+    assert_true(json_is_object(o));
+    assert_null(e);
+  }
+  json_decref(o);
+  kyb_error_free(e);
+  return 0;
+}
+
+static void test_stream_mutations_never_crash(void **state) {
+  (void)state;
+  static const char stream[] =
+      "{\"type\":\"ADDED\",\"object\":{\"metadata\":{\"name\":\"a\",\"resourceVersion\":\"1\"}}}\n"
+      "{\"type\":\"BOOKMARK\",\"object\":{\"metadata\":{\"resourceVersion\":\"2\"}}}\n"
+      "{\"type\":\"ERROR\",\"object\":{\"kind\":\"Status\",\"code\":410}}\n";
+  unsigned int seed = 777;
+  char buf[512];
+  size_t bad = 0;
+  for (int iter = 0; iter < 4000; iter++) {
+    size_t n = sizeof(stream) - 1;
+    memcpy(buf, stream, n);
+    for (int e = 0; e < 1 + iter % 5; e++) {
+      size_t at = (size_t)rand_r(&seed) % n;
+      if (rand_r(&seed) % 2)
+        buf[at] = (char)(buf[at] ^ (1 << (rand_r(&seed) % 8)));
+      else
+        buf[at] = "\n{}\":,\\\0"[rand_r(&seed) % 9];
+    }
+    kyb_kube_lines l;
+    kyb_kube_lines_init(&l, 64 + (size_t)(rand_r(&seed) % 128));
+    cleanup_error kyb_error *err = NULL;
+    size_t off = 0;
+    int r = 0;
+    while (off < n && r == 0) {
+      size_t chunk = 1 + (size_t)rand_r(&seed) % 40;
+      if (chunk > n - off)
+        chunk = n - off;
+      r = kyb_kube_lines_feed(&l, buf + off, chunk, parse_line, &bad, &err);
+      assert_true(l.len <= l.max_line);
+      off += chunk;
+    }
+    if (r == 0)
+      r = kyb_kube_lines_finish(&l, parse_line, &bad, &err);
+    assert_true(r == 0 || kyb_error_code(err) == EMSGSIZE);
+    kyb_kube_lines_clear(&l);
+  }
+  assert_true(bad > 0); /* the damage did reach the parser */
+}
+
 /* ---- watches against the canned server ---- */
 
 #define EV(type, name, rv)                                                                         \
@@ -444,6 +506,7 @@ int main(void) {
       cmocka_unit_test(test_lines_any_chunking),
       cmocka_unit_test(test_lines_limit_and_stop),
       cmocka_unit_test(test_event_parse),
+      cmocka_unit_test(test_stream_mutations_never_crash),
       cmocka_unit_test(test_watch_stream),
       cmocka_unit_test(test_watch_endings),
       cmocka_unit_test(test_watch_cancel),

@@ -10,6 +10,7 @@
 
 #include <cmocka.h>
 
+#include "kube/config.h"
 #include "kube/yaml.h"
 #include "util/cleanup.h"
 
@@ -151,6 +152,58 @@ static void test_nul_byte_and_depth(void **state) {
   assert_refused(deep, EINVAL, "nested deeper than 64");
 }
 
+/* Fuzz-style: seeded random damage to real configs (bytes flipped, YAML
+ * indicators and blanks inserted, cuts).  Whatever comes out, the reader and
+ * the kubeconfig layer on top answer with a tree or an error, never both,
+ * never neither, and never crash (this runs under ASan+UBSan too). */
+static void test_mutations_never_crash(void **state) {
+  (void)state;
+  static const char special[] = " \t\n:-#'\"{}[]&*!|>%@`?\\,.~\xc3\xff\0";
+  const char *seeds[] = {
+      kubectl_config, "a:\n  - x\n  - y: \"q\\u00e9\"\n    z: []\n",
+      "{\"clusters\":[{\"name\":\"k\",\"cluster\":{\"server\":\"https://h\"}}]}"};
+  unsigned int seed = 12345;
+  char buf[1024];
+  for (int iter = 0; iter < 6000; iter++) {
+    const char *src = seeds[iter % 3];
+    size_t n = strlen(src);
+    memcpy(buf, src, n);
+    int edits = 1 + rand_r(&seed) % 4;
+    for (int e = 0; e < edits && n > 0; e++) {
+      size_t at = (size_t)rand_r(&seed) % n;
+      switch (rand_r(&seed) % 4) {
+      case 0: /* flip a byte */
+        buf[at] = (char)(buf[at] ^ (1 << (rand_r(&seed) % 8)));
+        break;
+      case 1: /* insert an indicator */
+        if (n + 1 < sizeof(buf)) {
+          memmove(buf + at + 1, buf + at, n - at);
+          buf[at] = special[(size_t)rand_r(&seed) % (sizeof(special) - 1)];
+          n++;
+        }
+        break;
+      case 2: /* delete a byte */
+        memmove(buf + at, buf + at + 1, n - at - 1);
+        n--;
+        break;
+      default: /* cut */
+        n = at;
+        break;
+      }
+    }
+    cleanup_error kyb_error *err = NULL;
+    json_t *j = kyb_yaml_load(buf, n, "fuzz", &err);
+    assert_true((j == NULL) != (err == NULL));
+    json_decref(j);
+    kyb_error_clear(&err);
+    kyb_kube_config cfg;
+    int r = kyb_kube_config_kubeconfig_text(buf, n, "fuzz", "/d", NULL, &cfg, &err);
+    assert_true((r == 0) == (err == NULL));
+    if (r == 0)
+      kyb_kube_config_clear(&cfg);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_kubectl_style),
@@ -161,6 +214,7 @@ int main(void) {
       cmocka_unit_test(test_refused_features),
       cmocka_unit_test(test_syntax_errors),
       cmocka_unit_test(test_nul_byte_and_depth),
+      cmocka_unit_test(test_mutations_never_crash),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
