@@ -5,11 +5,11 @@
  * A reference is an image NAME (in the node's default store) or
  * "<store-uri>/<name>" ("oci://host/repo:<name>" for a registry) for a store
  * the node is configured for (nodeconf.h).  An image of a remote store is
- * fetched into the node cache (or found there) and used from there.  Never a host path: an annotation on a pod must not be able
- * to point the privileged runtime at an arbitrary directory.  Rejected with a
- * clear error: absolute or relative paths, "..", names outside the naming
- * rules, stores not in the node's list, and image directories that are
- * symlinks or resolve outside their store.
+ * fetched into the node cache (or found there) and used from there.  Never a host path: an
+ * annotation on a pod must not be able to point the privileged runtime at an arbitrary directory.
+ * Rejected with a clear error: absolute or relative paths, "..", names outside the naming rules,
+ * stores not in the node's list, and image directories that are symlinks or resolve outside their
+ * store.
  */
 #ifndef KYB_OPS_RESOLVE_H
 #define KYB_OPS_RESOLVE_H
