@@ -917,12 +917,6 @@ class Cluster:
 
 @pytest.fixture
 def cluster(kube_api, kube_client, make_node, make_kubelet, nodes_base, build_dir, tmp_path):
-    # TEMPORARY, until kybernate-agent (issue 6, item 4) is committed: its
-    # placeholder main only answers --help.
-    agent_help = subprocess.run([str(build_dir / "cmd" / "kybernate-agent"), "--help"],
-                                capture_output=True, text=True).stdout
-    if "not implemented yet" in agent_help:
-        pytest.skip("kybernate-agent is not implemented yet (issue 6, item 4)")
     setup_api(kube_api, kube_client)
     w = World(kube_api, kube_client, tmp_path, build_dir)
     base = Path(nodes_base) / "operator"
