@@ -127,10 +127,14 @@ static int hibernate(kyb_op_ctx *x, const json_t *ck, json_t *st, kyb_error **er
     }
   }
   if (owned) {
-    snprintf(msg, sizeof(msg),
-             "pod %s/%s deleted after the checkpoint, but its controller %s creates a fresh pod "
-             "that takes the GPUs again: scale %s down to keep them free",
-             ns, pod_name, owner, owner);
+    /* Names are bounded by Kubernetes; a cut message is still a message. */
+    int n = snprintf(msg, sizeof(msg),
+                     "pod %s/%s deleted after the checkpoint, but its controller %s creates a "
+                     "fresh pod that takes the GPUs again: scale %s down to keep them free",
+                     ns, pod_name, owner, owner);
+    if (n < 0 || (size_t)n >= sizeof(msg))
+      log_debug("checkpoint %s/%s: condition message cut to %zu bytes", ns, name_of(ck),
+                sizeof(msg) - 1);
     kyb_op_event(x, ck, "Warning", "ControllerRecreates", msg);
     return kyb_op_cond_set(st, "PodDeleted", "True", "ControllerRecreates", msg, gen, now, err) < 0
                ? -1
