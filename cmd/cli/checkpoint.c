@@ -59,7 +59,7 @@ static void print_result(const kyb_cli *cli, const kyb_checkpoint_result *r, con
     return;
   }
   cleanup_json json_t *o =
-      json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:s?}", "container", r->container_id, "name",
+      json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:s*}", "container", r->container_id, "name",
                 r->name, "ref", r->ref, "digest", r->digest ? r->digest : "", "size",
                 (json_int_t)r->size, "totalMs", (json_int_t)r->total_ms, "uploadJob", job);
   cleanup_free char *s = o ? json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;

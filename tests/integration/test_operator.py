@@ -72,9 +72,17 @@ def phase(obj):
     return (obj.get("status") or {}).get("phase")
 
 
-def events_of(kc, name):
-    return [e for e in kc.list("v1", "events", NS)["items"]
-            if e["involvedObject"]["name"] == name]
+def events_of(kc, name, until=None, timeout=15.0):
+    """The events about `name`; with `until`, polled until until(events) holds
+    (or the timeout passes): the operator writes an event after the status
+    change a test waits for, so an immediate read can miss it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ev = [e for e in kc.list("v1", "events", NS)["items"]
+              if e["involvedObject"]["name"] == name]
+        if until is None or until(ev) or time.monotonic() > deadline:
+            return ev
+        time.sleep(0.1)
 
 
 def get_opt(kc, api_version, plural, name, ns=NS):
@@ -370,7 +378,7 @@ def test_checkpoint_of_missing_pod_fails(world):
         assert c["lastTransitionTime"] == st["completedAt"]
     assert st["observedGeneration"] == 1
     assert FINALIZER not in (ck["metadata"].get("finalizers") or [])
-    assert [(e["type"], e["reason"], e["message"]) for e in events_of(world.kc, "ghost")] == \
+    assert [(e["type"], e["reason"], e["message"]) for e in events_of(world.kc, "ghost", until=lambda ev: len(ev) > 0)] == \
         [("Warning", "PodNotFound", msg)]
     early = world.wait_phase("checkpoints", "early", "Failed")
     assert cond(early, "Ready")["reason"] == "PodNotRunning"
@@ -441,7 +449,8 @@ def test_checkpoint_restore_and_delete(world):
     ready = cond(ck, "Ready")
     assert (ready["status"], ready["reason"]) == ("True", "Completed")
     assert ready["message"] == "1 image published (17.5 GB) in 0.25 s"
-    assert {"RequestCreated", "Completed"} <= {e["reason"] for e in events_of(world.kc, "web-1")}
+    assert {"RequestCreated", "Completed"} <= {e["reason"] for e in events_of(
+        world.kc, "web-1", until=lambda ev: {"RequestCreated", "Completed"} <= {e["reason"] for e in ev})}
 
     # The restore pod, on fake-b, from the recorded template.
     rst = world.wait_phase("restores", "web-1-wake", "Restoring")
@@ -463,7 +472,8 @@ def test_checkpoint_restore_and_delete(world):
     ready = cond(rst, "Ready")
     assert (ready["status"], ready["reason"]) == ("True", "Running")
     assert rst["status"]["nodeName"] == "fake-b" and rst["status"]["timings"]["total"] >= 0
-    assert {"PodCreated", "Restored"} <= {e["reason"] for e in events_of(world.kc, "web-1-wake")}
+    assert {"PodCreated", "Restored"} <= {e["reason"] for e in events_of(
+        world.kc, "web-1-wake", until=lambda ev: {"PodCreated", "Restored"} <= {e["reason"] for e in ev})}
     m = op.metrics()
     assert m['kybernate_operator_checkpoints{phase="Completed"}'] == 1
     assert m['kybernate_operator_restores{phase="Completed"}'] == 1
@@ -482,7 +492,8 @@ def test_checkpoint_restore_and_delete(world):
     # Its requests go with it (GC of dependents); the restored pod stays.
     wait_for(lambda: world.agent.requests() == [], 30, "the requests to be collected")
     assert world.kc.get("v1", "pods", "web-1-wake", NS)
-    assert len([e for e in events_of(world.kc, "web-1") if e["reason"] == "DeletingImages"]) == 1
+    assert len([e for e in events_of(world.kc, "web-1", until=lambda ev: any(
+        e["reason"] == "DeletingImages" for e in ev)) if e["reason"] == "DeletingImages"]) == 1
 
 
 def test_retention_and_hibernation(world):
@@ -511,7 +522,8 @@ def test_retention_and_hibernation(world):
     world.wait_gone("checkpoints", "c1")
     assert {c["metadata"]["name"] for c in world.kc.list(KYB, "checkpoints", NS)["items"]} == \
         {"f1", "c2", "c3"}
-    assert "RetentionDeleted" in {e["reason"] for e in events_of(world.kc, "c3")}
+    assert "RetentionDeleted" in {e["reason"] for e in events_of(
+        world.kc, "c3", until=lambda ev: "RetentionDeleted" in {e["reason"] for e in ev})}
 
     # Hibernation: the pod is deleted once the image is published.
     solo = world.pod("solo")
@@ -544,7 +556,8 @@ def test_retention_and_hibernation(world):
     assert (pd["status"], pd["reason"]) == ("True", "ControllerRecreates"), pd
     assert "DaemonSet/web-ds" in pd["message"]
     assert ("Warning", "ControllerRecreates") in {(e["type"], e["reason"])
-                                                  for e in events_of(world.kc, "rs-h")}
+                                                  for e in events_of(world.kc, "rs-h", until=lambda ev: any(
+                                                      e["reason"] == "ControllerRecreates" for e in ev))}
 
 
 def test_node_lost(world):
