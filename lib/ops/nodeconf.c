@@ -26,6 +26,7 @@ void kyb_nodeconf_clear(kyb_nodeconf *c) {
     free(c->stores[i]);
   free(c->stores);
   free(c->delegate);
+  free(c->agent_socket);
   memset(c, 0, sizeof(*c));
 }
 
@@ -110,6 +111,11 @@ static int parse(const char *data, size_t len, kyb_nodeconf *out, kyb_error **er
         free(out->delegate);
         out->delegate = strdup(json_string_value(rv));
       }
+    } else if (strcmp(key, "agentSocket") == 0) {
+      if (!json_is_string(val) || json_string_value(val)[0] != '/')
+        return kyb_error_set(err, EINVAL, "agentSocket must be an absolute path");
+      free(out->agent_socket);
+      out->agent_socket = strdup(json_string_value(val));
     } else {
       return kyb_error_set(err, EINVAL, "unknown field %s", key);
     }

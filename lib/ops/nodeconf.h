@@ -8,12 +8,15 @@
  *     {
  *       "defaultStore": "file:///var/lib/kybernate/images",
  *       "stores": ["file:///mnt/shared/images"],
- *       "runtime": {"delegate": "runc"}
+ *       "runtime": {"delegate": "runc"},
+ *       "agentSocket": "/run/kybernate/agent.sock"
  *     }
  *
- * The default store is always allowed.  The file is outside input: size-
- * limited, every field type-checked, unknown fields rejected so a typo is
- * reported instead of silently ignored.
+ * agentSocket (optional): kybernate-agent's local API; kybernate-runc then
+ * has the agent fetch remote (oci://, s3://) images instead of reading
+ * storage itself (ops/resolve.h).  The default store is always allowed.  The file is outside input:
+ * size- limited, every field type-checked, unknown fields rejected so a typo is reported instead of
+ * silently ignored.
  */
 #ifndef KYB_OPS_NODECONF_H
 #define KYB_OPS_NODECONF_H
@@ -29,7 +32,8 @@ typedef struct {
   char *default_store; /* a store URI */
   char **stores;       /* every allowed store URI, default first */
   size_t nstores;
-  char *delegate; /* runtime kybernate-runc delegates to */
+  char *delegate;     /* runtime kybernate-runc delegates to */
+  char *agent_socket; /* kybernate-agent's socket, or NULL */
 } kyb_nodeconf;
 
 /* path NULL: $KYBERNATE_CONFIG, else KYB_NODECONF_DEFAULT_PATH.  A missing

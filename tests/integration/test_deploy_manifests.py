@@ -1059,12 +1059,14 @@ def test_runtimeclass_names_the_handler():
 def test_node_config_is_what_the_node_parser_accepts():
     """deploy/node/config.json holds only the keys lib/ops/nodeconf.c accepts (it refuses others)."""
     conf = json.loads((DEPLOY / "node" / "config.json").read_text())
-    assert set(conf) <= {"defaultStore", "stores", "runtime"}
+    assert set(conf) <= {"defaultStore", "stores", "runtime", "agentSocket"}
     assert set(conf.get("runtime", {})) <= {"delegate"}
     assert conf["defaultStore"] == "file:///var/lib/kybernate/images"
+    # kybernate-runc asks the agent for remote images: the socket the DaemonSet's agent serves.
+    assert conf["agentSocket"] == "/run/kybernate/agent.sock"
     assert all(isinstance(s, str) for s in conf["stores"])
     src = (REPO_ROOT / "lib" / "ops" / "nodeconf.c").read_text()
-    for key in ("defaultStore", "stores", "runtime", "delegate"):
+    for key in ("defaultStore", "stores", "runtime", "delegate", "agentSocket"):
         assert f'"{key}"' in src, f"nodeconf.c no longer knows {key}"
 
 

@@ -1,0 +1,279 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * kybernate-agent's local API client over its unix socket (client.h).
+ */
+#include "agent/client.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "util/cleanup.h"
+
+#define ANSWER_MAX (1u << 20)
+
+struct kyb_agent_client {
+  CURL *curl;
+  char *socket;
+  long timeout_ms; /* 0: the per-call defaults */
+  char errbuf[CURL_ERROR_SIZE];
+};
+
+typedef struct {
+  char *buf;
+  size_t len;
+  bool over;
+} answer;
+
+void kyb_agent_fetched_clear(kyb_agent_fetched *f) {
+  if (f == NULL)
+    return;
+  free(f->ref);
+  free(f->path);
+  free(f->digest);
+  memset(f, 0, sizeof(*f));
+}
+
+int kyb_agent_client_new(const char *socket, kyb_agent_client **out, kyb_error **err) {
+  if (socket == NULL || *socket == '\0')
+    return kyb_error_set(err, EINVAL, "no kybernate-agent socket given");
+  kyb_agent_client *c = calloc(1, sizeof(*c));
+  if (c == NULL || (c->socket = strdup(socket)) == NULL || (c->curl = curl_easy_init()) == NULL) {
+    kyb_agent_client_free(c);
+    return kyb_error_set(err, ENOMEM, "agent client");
+  }
+  *out = c;
+  return 0;
+}
+
+void kyb_agent_client_free(kyb_agent_client *c) {
+  if (c == NULL)
+    return;
+  if (c->curl != NULL)
+    curl_easy_cleanup(c->curl);
+  free(c->socket);
+  free(c);
+}
+
+const char *kyb_agent_client_socket(const kyb_agent_client *c) {
+  return c->socket;
+}
+
+void kyb_agent_client_set_timeout(kyb_agent_client *c, long ms) {
+  c->timeout_ms = ms > 0 ? ms : 0;
+}
+
+static size_t on_body(char *p, size_t size, size_t n, void *ud) {
+  answer *a = ud;
+  size_t len = size * n;
+  if (a->len + len > ANSWER_MAX) {
+    a->over = true;
+    return 0;
+  }
+  char *nb = realloc(a->buf, a->len + len + 1);
+  if (nb == NULL)
+    return 0;
+  memcpy(nb + a->len, p, len);
+  a->buf = nb;
+  a->len += len;
+  a->buf[a->len] = '\0';
+  return len;
+}
+
+static int errno_of_status(long st) {
+  switch (st) {
+  case 400:
+    return EINVAL;
+  case 403:
+    return EPERM;
+  case 404:
+    return ENOENT;
+  case 405:
+    return ENOTSUP;
+  case 413:
+    return EMSGSIZE;
+  case 503:
+    return EAGAIN;
+  default:
+    return EIO;
+  }
+}
+
+/* The agent's message of an error answer, or the start of the answer. */
+static int answer_error(const kyb_agent_client *c, const char *method, const char *path, long st,
+                        const answer *a, kyb_error **err) {
+  json_error_t je;
+  cleanup_json json_t *j = a->buf ? json_loadb(a->buf, a->len, 0, &je) : NULL;
+  const char *msg = json_string_value(json_object_get(json_object_get(j, "error"), "message"));
+  if (msg != NULL)
+    return kyb_error_set(err, errno_of_status(st), "kybernate-agent at %s: %s", c->socket, msg);
+  return kyb_error_set(err, errno_of_status(st), "kybernate-agent at %s: %s %s: HTTP %ld: %.200s",
+                       c->socket, method, path, st, a->buf ? a->buf : "");
+}
+
+/* Why nothing answered: the socket is missing, or nobody listens on it. */
+static int connect_error(const kyb_agent_client *c, kyb_error **err) {
+  struct stat st;
+  if (stat(c->socket, &st) < 0)
+    return kyb_error_set(err, ECONNREFUSED,
+                         "kybernate-agent at %s: no socket there (%s): is the agent running?",
+                         c->socket, strerror(errno));
+  return kyb_error_set(err, ECONNREFUSED,
+                       "kybernate-agent at %s: nobody answers on the socket: is the agent running?",
+                       c->socket);
+}
+
+static int perform_error(const kyb_agent_client *c, const char *method, const char *path,
+                         CURLcode rc, long timeout_ms, const answer *a, kyb_error **err) {
+  if (rc == CURLE_COULDNT_CONNECT)
+    return connect_error(c, err);
+  if (rc == CURLE_OPERATION_TIMEDOUT)
+    return kyb_error_set(err, ETIMEDOUT, "kybernate-agent at %s: %s %s: no answer within %.1f s",
+                         c->socket, method, path, (double)timeout_ms / 1000);
+  return kyb_error_set(err, a->over ? EFBIG : EIO, "kybernate-agent at %s: %s %s: %s%s", c->socket,
+                       method, path, c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc),
+                       a->over ? " (answer too large)" : "");
+}
+
+/* One request; *a gets the body of a 2xx answer. */
+static int call(kyb_agent_client *c, const char *method, const char *path, const char *body,
+                long default_timeout_s, answer *a, kyb_error **err) {
+  cleanup_free char *url = NULL;
+  if (asprintf(&url, "http://localhost%s", path) < 0)
+    return kyb_error_set(err, ENOMEM, "agent request");
+  long timeout = c->timeout_ms ? c->timeout_ms : default_timeout_s * 1000;
+  long connect = timeout < KYB_AGENT_CLIENT_CONNECT_TIMEOUT_S * 1000L
+                     ? timeout
+                     : KYB_AGENT_CLIENT_CONNECT_TIMEOUT_S * 1000L;
+  CURL *h = c->curl;
+  curl_easy_reset(h);
+  struct curl_slist *hdrs = curl_slist_append(NULL, "Content-Type: application/json");
+  struct curl_slist *h2 = hdrs ? curl_slist_append(hdrs, "Expect:") : NULL;
+  if (h2 == NULL) {
+    curl_slist_free_all(hdrs);
+    return kyb_error_set(err, ENOMEM, "agent request");
+  }
+  hdrs = h2;
+  c->errbuf[0] = '\0';
+  bool bad = curl_easy_setopt(h, CURLOPT_UNIX_SOCKET_PATH, c->socket) != CURLE_OK;
+  bad |= curl_easy_setopt(h, CURLOPT_URL, url) != CURLE_OK;
+  bad |= curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method) != CURLE_OK;
+  bad |= curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs) != CURLE_OK;
+  bad |= curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK;
+  bad |= curl_easy_setopt(h, CURLOPT_WRITEDATA, a) != CURLE_OK;
+  bad |= curl_easy_setopt(h, CURLOPT_ERRORBUFFER, c->errbuf) != CURLE_OK;
+  bad |= curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout) != CURLE_OK;
+  bad |= curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, connect) != CURLE_OK;
+  bad |= curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
+  if (body != NULL) {
+    bad |= curl_easy_setopt(h, CURLOPT_POSTFIELDS, body) != CURLE_OK;
+    bad |= curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)strlen(body)) != CURLE_OK;
+  }
+  CURLcode rc = bad ? CURLE_FAILED_INIT : curl_easy_perform(h);
+  curl_slist_free_all(hdrs);
+  curl_easy_setopt(h, CURLOPT_WRITEDATA, NULL);
+  curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
+  if (rc != CURLE_OK)
+    return perform_error(c, method, path, rc, timeout, a, err);
+  long status = 0;
+  curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+  if (status < 200 || status > 299)
+    return answer_error(c, method, path, status, a, err);
+  return 0;
+}
+
+/* A 2xx answer's JSON object. */
+static json_t *answer_object(const kyb_agent_client *c, const char *path, const answer *a,
+                             kyb_error **err) {
+  json_error_t je;
+  json_t *j = json_loadb(a->buf ? a->buf : "", a->len, 0, &je);
+  if (!json_is_object(j)) {
+    json_decref(j);
+    kyb_error_set(err, EBADMSG, "kybernate-agent at %s: %s: not a JSON object: %.200s", c->socket,
+                  path, a->buf ? a->buf : "");
+    return NULL;
+  }
+  return j;
+}
+
+int kyb_agent_client_health(kyb_agent_client *c, json_t **out, kyb_error **err) {
+  answer a = {0};
+  int r = call(c, "GET", "/v1/healthz", NULL, KYB_AGENT_CLIENT_HEALTH_TIMEOUT_S, &a, err);
+  cleanup_json json_t *j = r == 0 ? answer_object(c, "/v1/healthz", &a, err) : NULL;
+  free(a.buf);
+  if (j == NULL)
+    return -1;
+  const char *st = json_string_value(json_object_get(j, "status"));
+  if (st == NULL || strcmp(st, "ok") != 0)
+    return kyb_error_set(err, EAGAIN, "kybernate-agent at %s: status %s", c->socket,
+                         st ? st : "missing");
+  if (out != NULL)
+    *out = json_incref(j);
+  return 0;
+}
+
+int kyb_agent_fetched_parse(const char *text, size_t len, kyb_agent_fetched *out, kyb_error **err) {
+  json_error_t je;
+  cleanup_json json_t *j = json_loadb(text, len, 0, &je);
+  const char *ref = json_string_value(json_object_get(j, "ref"));
+  const char *path = json_string_value(json_object_get(j, "path"));
+  const json_t *digest = json_object_get(j, "digest");
+  if (!json_is_object(j) || ref == NULL || path == NULL || path[0] != '/' ||
+      (digest != NULL && !json_is_string(digest) && !json_is_null(digest)))
+    return kyb_error_set(err, EBADMSG,
+                         "not a fetch answer ({\"ref\", \"path\": absolute, \"digest\"}): %.200s",
+                         text);
+  kyb_agent_fetched f = {.ref = strdup(ref), .path = strdup(path)};
+  if (json_is_string(digest))
+    f.digest = strdup(json_string_value(digest));
+  if (f.ref == NULL || f.path == NULL || (json_is_string(digest) && f.digest == NULL)) {
+    kyb_agent_fetched_clear(&f);
+    return kyb_error_set(err, ENOMEM, "fetch answer");
+  }
+  kyb_agent_fetched_clear(out);
+  *out = f;
+  return 0;
+}
+
+int kyb_agent_client_fetch(kyb_agent_client *c, const char *ref, kyb_agent_fetched *out,
+                           kyb_error **err) {
+  cleanup_json json_t *b = json_pack("{s:s}", "ref", ref ? ref : "");
+  cleanup_free char *body = b ? json_dumps(b, JSON_COMPACT) : NULL;
+  if (body == NULL)
+    return kyb_error_set(err, ENOMEM, "agent request");
+  answer a = {0};
+  int r = call(c, "POST", "/v1/images/fetch", body, KYB_AGENT_CLIENT_FETCH_TIMEOUT_S, &a, err);
+  if (r == 0 && kyb_agent_fetched_parse(a.buf ? a.buf : "", a.len, out, err) < 0)
+    r = kyb_error_wrap(err, "kybernate-agent at %s", c->socket);
+  free(a.buf);
+  return r;
+}
+
+int kyb_agent_client_checkpoint(kyb_agent_client *c, const json_t *body, json_t **out,
+                                kyb_error **err) {
+  cleanup_free char *text = json_dumps(body, JSON_COMPACT);
+  if (text == NULL)
+    return kyb_error_set(err, ENOMEM, "agent request");
+  answer a = {0};
+  int r = call(c, "POST", "/v1/checkpoint", text, KYB_AGENT_CLIENT_CHECKPOINT_TIMEOUT_S, &a, err);
+  cleanup_json json_t *j = r == 0 ? answer_object(c, "/v1/checkpoint", &a, err) : NULL;
+  free(a.buf);
+  if (j == NULL)
+    return -1;
+  static const char *const strings[] = {"container", "name", "ref", "digest"};
+  for (size_t i = 0; i < sizeof(strings) / sizeof(strings[0]); i++)
+    if (!json_is_string(json_object_get(j, strings[i])))
+      return kyb_error_set(err, EBADMSG, "kybernate-agent at %s: checkpoint answer without \"%s\"",
+                           c->socket, strings[i]);
+  if (!json_is_integer(json_object_get(j, "size")) ||
+      !json_is_integer(json_object_get(j, "totalMs")))
+    return kyb_error_set(err, EBADMSG,
+                         "kybernate-agent at %s: checkpoint answer without \"size\"/\"totalMs\"",
+                         c->socket);
+  *out = json_incref(j);
+  return 0;
+}
