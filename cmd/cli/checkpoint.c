@@ -24,6 +24,10 @@ static void usage(FILE *out) {
           "dump, then stopped (default) or resumed (--leave-running). If anything fails the\n"
           "container keeps running and no image appears in the store.\n"
           "\n"
+          "With the global --agent SOCK (or $KYBERNATE_AGENT_SOCKET) the checkpoint runs in\n"
+          "kybernate-agent (its queue, its uploader for remote stores; --store/--to are\n"
+          "passed when given, else the agent's default store is used).\n"
+          "\n"
           "Options:\n"
           "  --to URI             store to write to (default: the global --store):\n"
           "                       file:///DIR, oci://REGISTRY[:PORT]/REPO (the image name\n"
@@ -100,6 +104,24 @@ static int push(const kyb_cli *cli, const char *remote, bool keep_local, kyb_che
   return CLI_OK;
 }
 
+/* The checkpoint by the agent's worker; the same output as in-process. */
+static int through_agent(const kyb_cli *cli, const kyb_checkpoint_opts *o, bool store_given,
+                         bool keep_local, bool timeout_given) {
+  if (keep_local || timeout_given)
+    fprintf(stderr, "kybernate checkpoint: warning: %s has no effect through the agent\n",
+            keep_local ? "--keep-local" : "--timeout");
+  kyb_checkpoint_result r = {0};
+  kyb_error *err = NULL;
+  if (cli_agent_checkpoint(cli, o, store_given, &r, &err) < 0) {
+    kyb_cli_report(CLI_PROGRAM, err);
+    kyb_error_free(err);
+    return CLI_FAILED;
+  }
+  print_result(cli, &r, NULL);
+  kyb_checkpoint_result_clear(&r);
+  return CLI_OK;
+}
+
 int cmd_checkpoint(const kyb_cli *cli, int argc, char **argv) {
   enum {
     O_TO = 256,
@@ -130,7 +152,7 @@ int cmd_checkpoint(const kyb_cli *cli, int argc, char **argv) {
   kyb_checkpoint_opts o = {
       .address = cli->address, .namespace_ = cli->namespace_, .store_uri = cli->store};
   cleanup_free char *pod = NULL;
-  bool keep_local = false;
+  bool keep_local = false, to_given = false, timeout_given = false;
   int c;
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     switch (c) {
@@ -139,6 +161,7 @@ int cmd_checkpoint(const kyb_cli *cli, int argc, char **argv) {
       return CLI_OK;
     case O_TO:
       o.store_uri = optarg;
+      to_given = true;
       break;
     case O_NAME:
       o.name = optarg;
@@ -173,6 +196,7 @@ int cmd_checkpoint(const kyb_cli *cli, int argc, char **argv) {
         return CLI_USAGE;
       }
       o.timeout_ms = (int64_t)s * 1000;
+      timeout_given = true;
       break;
     }
     case O_GPU: {
@@ -209,6 +233,8 @@ int cmd_checkpoint(const kyb_cli *cli, int argc, char **argv) {
     usage(stderr);
     return CLI_USAGE;
   }
+  if (cli->agent != NULL)
+    return through_agent(cli, &o, to_given || cli->store_given, keep_local, timeout_given);
   cli_bar bar = {.verb = "pushing"};
   if (cli->progress) {
     o.progress = on_progress;

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "ops/checkpoint.h"
 #include "store/store.h"
 #include "uploader/client.h"
 
@@ -19,6 +20,8 @@ typedef struct {
   bool json;              /* machine-readable output on stdout */
   bool progress;          /* phase progress on stderr (a terminal, not --json) */
   const char *uploader;   /* kybernate-uploader's socket for remote stores; NULL: in-process */
+  const char *agent;      /* kybernate-agent's socket: checkpoint and fetch through it; NULL: not */
+  bool store_given;       /* --store or $KYBERNATE_STORE (else the agent's default applies) */
 } kyb_cli;
 
 #define CLI_PROGRAM "kybernate"
@@ -57,5 +60,14 @@ int cli_bar_store_progress(void *ud, const kyb_store_progress *p);
 int cli_upload(const kyb_cli *cli, const char *image, const char *to, kyb_upload_job *out,
                kyb_error **err);
 int cli_fetch(const kyb_cli *cli, const char *ref, kyb_upload_job *out, kyb_error **err);
+
+/* agent.c: through kybernate-agent's local API at cli->agent (lib/agent/client.h).
+ * A checkpoint by the agent's worker (POST /v1/checkpoint): o's container or
+ * pod, name, store (sent when `store_given`), leave_running, CRIU flags and
+ * GPU lock timeout (whole seconds, at most 600). */
+int cli_agent_checkpoint(const kyb_cli *cli, const kyb_checkpoint_opts *o, bool store_given,
+                         kyb_checkpoint_result *out, kyb_error **err);
+/* A remote image into the node cache by the agent (POST /v1/images/fetch). */
+int cli_agent_fetch(const kyb_cli *cli, const char *ref, kyb_error **err);
 
 #endif

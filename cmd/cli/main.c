@@ -38,6 +38,9 @@ static void usage(FILE *out) {
           "      --uploader SOCK    move images of oci:// and s3:// stores through\n"
           "                         kybernate-uploader at SOCK (or $KYBERNATE_UPLOADER_SOCKET):\n"
           "                         this process then needs no storage credentials\n"
+          "      --agent SOCK       checkpoint through kybernate-agent at SOCK (or\n"
+          "                         $KYBERNATE_AGENT_SOCKET), and have it fetch the images of\n"
+          "                         remote stores that restore uses\n"
           "      --json             machine-readable output\n"
           "      --log-level LEVEL  error, warn, info, debug, trace (default warn)\n"
           "      --log-format FMT   text (default) or json\n"
@@ -63,12 +66,15 @@ int main(int argc, char **argv) {
                                        {"log-level", required_argument, NULL, 'l'},
                                        {"log-format", required_argument, NULL, 'f'},
                                        {"uploader", required_argument, NULL, 'u'},
+                                       {"agent", required_argument, NULL, 'g'},
                                        {NULL, 0, NULL, 0}};
   kyb_cli cli = {
       .address = env_or("KYBERNATE_CONTAINERD_ADDRESS", KYB_CTD_DEFAULT_SOCKET),
       .namespace_ = env_or("KYBERNATE_NAMESPACE", "default"),
       .store = env_or("KYBERNATE_STORE", KYB_STORE_DEFAULT_URI),
       .uploader = env_or("KYBERNATE_UPLOADER_SOCKET", NULL),
+      .agent = env_or("KYBERNATE_AGENT_SOCKET", NULL),
+      .store_given = env_or("KYBERNATE_STORE", NULL) != NULL,
   };
   const char *level = NULL, *format = NULL;
   int c;
@@ -89,6 +95,7 @@ int main(int argc, char **argv) {
       break;
     case 's':
       cli.store = optarg;
+      cli.store_given = true;
       break;
     case 'j':
       cli.json = true;
@@ -101,6 +108,9 @@ int main(int argc, char **argv) {
       break;
     case 'u':
       cli.uploader = *optarg ? optarg : NULL;
+      break;
+    case 'g':
+      cli.agent = *optarg ? optarg : NULL;
       break;
     default:
       usage(stderr);

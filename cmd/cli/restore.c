@@ -25,7 +25,8 @@ static void usage(FILE *out) {
                "\n"
                "REF is an image name in the store given by --store, or <store-uri>/<name>\n"
                "(oci://registry/repo:<name> for a registry). An image in a remote store is\n"
-               "fetched into the node cache and restored from there.\n"
+               "fetched into the node cache and restored from there: by kybernate-agent with\n"
+               "--agent, by kybernate-uploader with --uploader, else by this process.\n"
                "\n"
                "Options:\n"
                "  --name NEW           id of the new container (required)\n"
@@ -40,21 +41,27 @@ static void usage(FILE *out) {
                "  -h, --help           show this help\n");
 }
 
-/* With the uploader, an image of a remote store is fetched into the node
- * cache by it first; the restore then reads the cache alone. */
+/* With the agent (else the uploader), an image of a remote store is
+ * fetched into the node cache first; the restore then reads the cache
+ * alone. */
 static int fetch_first(const kyb_cli *cli, kyb_restore_opts *o, kyb_error **err) {
   cleanup_free char *uri = NULL, *name = NULL;
-  if (cli->uploader == NULL || kyb_image_ref_parse(o->ref, o->store_uri, &uri, &name, err) < 0 ||
-      !cli_remote_uri(uri)) {
+  if ((cli->agent == NULL && cli->uploader == NULL) ||
+      kyb_image_ref_parse(o->ref, o->store_uri, &uri, &name, err) < 0 || !cli_remote_uri(uri)) {
     kyb_error_clear(err); /* kyb_restore reports a bad reference in its words */
     return 0;
   }
   cleanup_free char *ref = kyb_image_ref_format(uri, name);
   if (ref == NULL)
     return kyb_error_set(err, ENOMEM, "reference");
-  kyb_upload_job job = {0};
-  int r = cli_fetch(cli, ref, &job, err);
-  kyb_upload_job_clear(&job);
+  int r;
+  if (cli->agent != NULL) {
+    r = cli_agent_fetch(cli, ref, err);
+  } else {
+    kyb_upload_job job = {0};
+    r = cli_fetch(cli, ref, &job, err);
+    kyb_upload_job_clear(&job);
+  }
   if (r < 0)
     return kyb_error_wrap(err, "restore %s", o->ref);
   o->store_flags = KYB_STORE_LOCAL_ONLY;

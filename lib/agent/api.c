@@ -241,22 +241,62 @@ void kyb_agent_local_finish(kyb_agent_local *l, int status, json_t *answer) {
   pthread_mutex_unlock(&l->mu);
 }
 
+/* A remote store's checkpoint was made in the node's local store: the
+ * uploader pushes it (the agent holds no credentials), then the local copy
+ * goes either way.  The answer names the remote image. */
+static json_t *push_local(kyb_agent *a, const char *remote, kyb_agent_progress *p,
+                          const json_t *result, int *status) {
+  const char *local = json_string_value(json_object_get(result, "ref"));
+  const char *name = json_string_value(json_object_get(result, "name"));
+  cleanup_error kyb_error *err = NULL;
+  cleanup_free char *ref = NULL;
+  json_t *answer = NULL;
+  if (local == NULL || name == NULL) {
+    *status = 500;
+    answer = error_body(500, "the checkpoint worker named no image");
+  } else if (kyb_agent_upload(a, local, remote, p, &ref, &err) < 0) {
+    *status = 422;
+    answer = error_body(422, "%s", kyb_error_message(err));
+  } else {
+    answer = json_deep_copy(result);
+    json_object_set_new(answer, "ref", json_string(ref));
+  }
+  bool existed = false;
+  kyb_error_clear(&err);
+  if (name != NULL && kyb_agent_image_delete(a->local_uri, name, &existed, &err) < 0)
+    log_warn_chain(err, "local copy %s left behind", name);
+  return answer;
+}
+
 /* The worker thread's side. */
 void kyb_agent_handle_local(kyb_agent *a, kyb_agent_local *l) {
   kyb_agent_progress p = {.a = a, .timings = json_object()};
   kyb_agent_run_outcome o = {0};
   cleanup_error kyb_error *err = NULL;
   const char *store = json_string_value(json_object_get(l->job, "store"));
+  /* Like a CheckpointRequest: a remote store through the uploader. */
+  cleanup_free char *remote =
+      kyb_agent_store_remote(store) && a->cfg->uploader != NULL ? strdup(store) : NULL;
   json_t *answer = NULL;
   int status = 200;
-  if (kyb_agent_store_allowed(a, store, &err) < 0) {
+  if (remote != NULL && a->local_uri == NULL) {
+    status = 403;
+    answer = error_body(403,
+                        "store %s goes through the uploader, which reads only from a file:// "
+                        "store of the node: the node config names none",
+                        remote);
+  } else if (remote != NULL &&
+             json_object_set_new(l->job, "store", json_string(a->local_uri)) < 0) {
+    status = 500;
+    answer = error_body(500, "out of memory");
+  } else if (kyb_agent_store_allowed(a, remote ? remote : store, &err) < 0) {
     status = 403;
     answer = error_body(403, "%s", kyb_error_message(err));
   } else if (kyb_agent_run_worker(a, l->job, &p, &o, &err) < 0) {
     status = 500;
     answer = error_body(500, "%s", kyb_error_message(err));
   } else if (o.result != NULL) {
-    answer = json_deep_copy(o.result);
+    answer = remote ? push_local(a, remote, &p, o.result, &status) : json_deep_copy(o.result);
     json_object_set(answer, "timings", p.timings);
   } else if (o.error != NULL) {
     status = 422;
@@ -277,7 +317,7 @@ void kyb_agent_handle_local(kyb_agent *a, kyb_agent_local *l) {
       snprintf(line, sizeof(line), "recovery failed: %s", kyb_error_message(err));
     else
       kyb_agent_recover_describe(&rep, "container", line, sizeof(line));
-    kyb_agent_store_cleanup(store);
+    kyb_agent_store_cleanup(json_string_value(json_object_get(l->job, "store")));
     status = 500;
     answer = error_body(500, "the checkpoint worker did not finish (%s, during %s); %s",
                         o.end == KYB_AGENT_RUN_SHUTDOWN ? "agent stopping" : "it died",
