@@ -43,6 +43,7 @@
 
 #include "image/image.h"
 #include "image/safepath.h"
+#include "store/blob_memo.h"
 #include "store/oci_store.h"
 #include "store/pack.h"
 #include "util/cleanup.h"
@@ -255,52 +256,20 @@ static int blob_exists(struct oci_store *o, const char *digest, uint64_t size, k
   return r;
 }
 
-/* ---- the blob memo ---------------------------------------------------------
- * <cache>/oci/blobs/<file sha256 hex> holds "sha256:<blob hex> <blob size>":
- * a blob this node pushed or pulled that decompresses to that file.  A push
- * asks the registry (HEAD) for that blob first and skips the upload when it
- * has it: parts that did not change since the last checkpoint (the rootfs
- * diff, most small CRIU files) and retried pushes cost one request.  A wrong
- * memo cannot slip through: every pull checks both digests. */
+/* ---- the blob memo (blob_memo.h) --------------------------------------------
+ * A push asks the registry (HEAD) for the blob the memo names and skips the
+ * upload when it has it: parts that did not change since the last
+ * checkpoint (the rootfs diff, most small CRIU files) and retried pushes
+ * cost one request.  A wrong memo cannot slip through: every pull checks
+ * both digests. */
 
-static char *memo_path(const struct oci_store *o, const char *file_digest) {
-  return kyb_path_join(o->memo_dir, file_digest + 7);
-}
-
-/* 1 with the blob's digest and size, 0 when there is no (usable) memo. */
 static int memo_get(const struct oci_store *o, const char *file_digest,
                     char blob[KYB_DIGEST_LEN + 1], uint64_t *size) {
-  cleanup_free char *path = memo_path(o, file_digest);
-  cleanup_free char *buf = NULL;
-  size_t len = 0;
-  cleanup_error kyb_error *err = NULL;
-  if (path == NULL || kyb_read_file(path, 128, &buf, &len, &err) < 0)
-    return 0;
-  /* "sha256:<64 hex> <decimal>\n" exactly */
-  if (len < KYB_DIGEST_LEN + 2 || buf[KYB_DIGEST_LEN] != ' ' || buf[KYB_DIGEST_LEN + 1] < '0' ||
-      buf[KYB_DIGEST_LEN + 1] > '9')
-    return 0;
-  buf[KYB_DIGEST_LEN] = '\0';
-  char *end = NULL;
-  errno = 0;
-  unsigned long long n = strtoull(buf + KYB_DIGEST_LEN + 1, &end, 10);
-  if (!kyb_digest_valid(buf) || errno != 0 || *end != '\n' || end[1] != '\0')
-    return 0;
-  memcpy(blob, buf, KYB_DIGEST_LEN + 1);
-  *size = n;
-  return 1;
+  return kyb_blob_memo_get(o->memo_dir, file_digest, blob, size);
 }
 
 static void memo_put(const struct oci_store *o, const kyb_oci_layer *l) {
-  cleanup_free char *path = memo_path(o, l->file_digest);
-  char line[128];
-  int n =
-      snprintf(line, sizeof(line), "%s %llu\n", l->blob_digest, (unsigned long long)l->blob_size);
-  cleanup_error kyb_error *err = NULL;
-  if (path == NULL || kyb_mkdir_p(o->memo_dir, 0700, &err) < 0 ||
-      kyb_write_file_atomic(path, line, (size_t)n, 0600, &err) < 0)
-    log_debug("blob memo for %s not written: %s", l->file_digest,
-              err ? kyb_error_message(err) : "out of memory");
+  kyb_blob_memo_put(o->memo_dir, l->file_digest, l->blob_digest, l->blob_size);
 }
 
 typedef struct {

@@ -19,7 +19,11 @@
  * the way, must equal the manifest's; then manifest.json; then index.json
  * with If-None-Match: * (a name is never overwritten: EEXIST).  A put that
  * dies leaves blobs and at most an unfinished multipart upload, never an
- * index.json: nothing visible; cleanup removes the rest.
+ * index.json: nothing visible; cleanup removes the rest.  A put retried
+ * under the same name resumes at blob granularity: a file whose blob the
+ * node's blob memo (blob_memo.h) names and that S3 has under this name
+ * with the memo's size (HEAD) is not sent again; the pull checks both
+ * digests, so a wrong memo or a damaged blob is caught there.
  *
  * get_path: the image downloaded into the node cache (a file:// store at
  * <cache root>/s3/<bucket>/@<prefix>, kyb_store_cache_root), each blob checked against
@@ -44,6 +48,7 @@
 #include "image/image.h"
 #include "image/safepath.h"
 #include "store/backend.h"
+#include "store/blob_memo.h"
 #include "store/s3.h"
 #include "store/sigv4.h"
 #include "util/cleanup.h"
@@ -58,6 +63,7 @@ struct s3_store {
   char *prefix; /* "" or "a/b" */
   char *cache_dir;
   char *spool_dir;
+  char *memo_dir;   /* the node's blob memo (blob_memo.h) */
   kyb_store *cache; /* opened on first use */
   kyb_store *spool;
   size_t part_size;
@@ -241,14 +247,47 @@ static int upload_file(struct s3_store *b, const char *name, const char *path, c
   for (int i = 0; i < u.nparts; i++)
     free(u.etags[i]);
   free(u.etags);
-  if (r == 0)
+  if (r == 0) {
+    kyb_blob_memo_put(b->memo_dir, res->file_digest, res->blob_digest, res->blob_size);
     r = kyb_store_progress_part_end(b->self, rel, res->file_size, err);
+  }
   return r;
 }
 
+/* 1 when S3 has, under image `name`, the blob the memo names for the file
+ * sha256:<sha> (`size` bytes) with the memo's blob size: a put retried after
+ * a crash.  res is filled then, and nothing needs sending.  0: upload it. */
+static int blob_present(struct s3_store *b, const char *name, const char *sha, uint64_t size,
+                        kyb_pack_result *res, kyb_error **err) {
+  char want[KYB_DIGEST_LEN + 1];
+  char blob[KYB_DIGEST_LEN + 1];
+  uint64_t blob_size = 0, have = 0;
+  bool exists = false;
+  snprintf(want, sizeof(want), "sha256:%s", sha);
+  if (kyb_blob_memo_get(b->memo_dir, want, blob, &blob_size) != 1)
+    return 0;
+  cleanup_free char *bk = blob_key(b, name, blob);
+  if (bk == NULL)
+    return kyb_error_set(err, ENOMEM, "blob key");
+  if (kyb_s3_head(b->s3, bk, &exists, &have, err) < 0)
+    return -1;
+  if (!exists || have != blob_size)
+    return 0;
+  memcpy(res->file_digest, want, sizeof(want));
+  memcpy(res->blob_digest, blob, sizeof(blob));
+  res->file_size = size;
+  res->blob_size = blob_size;
+  return 1;
+}
+
+typedef struct {
+  size_t blobs;
+  uint64_t bytes; /* compressed, not sent */
+} skipped;
+
 /* Every listed file, each digest as read equal to the manifest's. */
 static int upload_files(struct s3_store *b, kyb_staging *st, const json_t *m, json_t *index,
-                        kyb_error **err) {
+                        skipped *sk, kyb_error **err) {
   size_t i;
   const json_t *f;
   json_array_foreach(json_object_get(m, "files"), i, f) {
@@ -256,12 +295,24 @@ static int upload_files(struct s3_store *b, kyb_staging *st, const json_t *m, js
     const char *sha = json_string_value(json_object_get(f, "sha256"));
     cleanup_free char *path = kyb_path_join(st->path, rel);
     kyb_pack_result res = {0};
+    uint64_t size = (uint64_t)json_integer_value(json_object_get(f, "size"));
     if (path == NULL)
       return kyb_error_set(err, ENOMEM, "upload");
+    int have = blob_present(b, st->name, sha, size, &res, err);
+    if (have < 0)
+      return kyb_error_wrap(err, "upload %s", rel);
+    if (have > 0) {
+      log_debug("%s: its blob %s is in S3 already", rel, res.blob_digest);
+      sk->blobs++;
+      sk->bytes += res.blob_size;
+      if (kyb_s3_index_add(index, rel, &res, err) < 0 ||
+          kyb_store_progress_part_end(b->self, rel, size, err) < 0)
+        return -1;
+      continue;
+    }
     if (upload_file(b, st->name, path, rel, &res, err) < 0)
       return kyb_error_wrap(err, "upload %s", rel);
-    if (strcmp(res.file_digest + 7, sha) != 0 ||
-        res.file_size != (uint64_t)json_integer_value(json_object_get(f, "size")))
+    if (strcmp(res.file_digest + 7, sha) != 0 || res.file_size != size)
       return kyb_error_set(err, EBADMSG,
                            "file %s changed after the manifest was written: it is now %s, the "
                            "manifest says sha256:%s",
@@ -312,8 +363,13 @@ static int s3_put(kyb_store *s, kyb_staging *st, kyb_error **err) {
   if (index == NULL)
     return kyb_error_set(err, ENOMEM, "index");
   kyb_store_progress_begin(s, st->name, image_bytes(st->path, m));
-  if (upload_files(b, st, m, index, err) < 0)
+  skipped sk = {0};
+  if (upload_files(b, st, m, index, &sk, err) < 0)
     return -1;
+  if (sk.blobs > 0)
+    log_info("%s: resumed: %zu of %zu blobs (%llu bytes) were in S3 already, not sent again",
+             st->name, sk.blobs, json_array_size(json_object_get(m, "files")),
+             (unsigned long long)sk.bytes);
   cleanup_free char *mpath = kyb_path_join(st->path, KYB_IMAGE_MANIFEST);
   kyb_pack_result mres = {0};
   if (mpath == NULL)
@@ -396,8 +452,11 @@ static int download_blob(struct s3_store *b, const char *name, const json_t *ent
     kyb_unpack_free(d.u);
     if (r == 0 && fsync(fd) < 0)
       return kyb_error_errno(err, "%s: fsync", what);
-    if (r == 0)
+    if (r == 0) {
+      kyb_blob_memo_put(b->memo_dir, digest, blob,
+                        (uint64_t)json_integer_value(json_object_get(entry, "blobSize")));
       return kyb_store_progress_part_end(b->self, what, size, err);
+    }
     int e = kyb_error_code(*err);
     bool transient = !d.failed && (e == EIO || e == ETIMEDOUT || e == ECONNREFUSED ||
                                    e == ECONNRESET || e == EHOSTUNREACH);
@@ -732,6 +791,7 @@ static void s3_close(kyb_store *s) {
   free(b->prefix);
   free(b->cache_dir);
   free(b->spool_dir);
+  free(b->memo_dir);
   free(b);
   s->priv = NULL;
 }
@@ -769,6 +829,8 @@ static int local_dirs(kyb_store *s, struct s3_store *b, kyb_error **err) {
     b->cache_dir = NULL;
   if (asprintf(&b->spool_dir, "%s/spool", root) < 0)
     b->spool_dir = NULL;
+  if (kyb_blob_memo_dir(&b->memo_dir, err) < 0)
+    return -1;
   if (b->cache_dir == NULL || b->spool_dir == NULL || (s->local_dir = strdup(b->cache_dir)) == NULL)
     return kyb_error_set(err, ENOMEM, "cache");
   return 0;

@@ -31,7 +31,9 @@ with an access key and an allow-s3:* policy is created and the bucket made,
 then authentication is switched on (POST /moto-api/reset-auth 0) and checked
 with an unsigned request, which must be refused.  keys()/get()/put() switch it
 off for the duration of the call (tests inspect and damage stored objects
-that way).
+that way).  Every request the server receives is appended to a request log
+("METHOD raw-URI", one a line): requests() reads it, so a test can count
+what a binary sent (e.g. the PUTs of one key).
 
 moto is not packaged for Debian 12: the machine's Python with `moto` is
 found as $KYBERNATE_MOTO_PYTHON, else the first `python3` that imports
@@ -253,6 +255,26 @@ class S3Server:
         root = ET.fromstring(body)
         return [u.findtext(S3_NS + "Key") for u in root.findall(S3_NS + "Upload")]
 
+    def requests(self, method: str | None = None) -> list:
+        """(method, key, query) of every request so far (the harness's own
+        included), in arrival order; key is the unquoted path after the
+        bucket."""
+        out = []
+        try:
+            with open(os.path.join(self.tmp, "requests.log"), encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            return out
+        for line in lines:
+            m, _, uri = line.partition(" ")
+            path, _, query = uri.partition("?")
+            path = urllib.parse.unquote(path)
+            pre = f"/{self.bucket}/"
+            key = path[len(pre):] if path.startswith(pre) else path
+            if method is None or m == method:
+                out.append((m, key, query))
+        return out
+
     def get(self, key: str) -> bytes:
         with self.no_auth():
             return self._req("GET", f"/{self.bucket}/" + urllib.parse.quote(key),
@@ -302,6 +324,25 @@ def _serve():
         return orig(self, *a, **kw)
 
     authorization.ActionAuthenticatorMixin._authenticate_and_authorize_action = raw_uri_auth
+
+    # the request log (S3Server.requests): method and raw URI, one a line
+    import threading
+
+    from moto.moto_server import threaded_moto_server
+
+    app_cls = threaded_moto_server.DomainDispatcherApplication
+    orig_call = app_cls.__call__
+    log_lock = threading.Lock()
+    req_log = open("requests.log", "a", encoding="utf-8")  # cwd: the server's temp dir
+
+    def logged_call(self, environ, start_response):
+        raw = environ.get("RAW_URI") or environ.get("REQUEST_URI") or environ.get("PATH_INFO", "")
+        with log_lock:
+            req_log.write(f"{environ.get('REQUEST_METHOD', '?')} {raw}\n")
+            req_log.flush()
+        return orig_call(self, environ, start_response)
+
+    app_cls.__call__ = logged_call
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     print(server.get_host_and_port()[1], flush=True)

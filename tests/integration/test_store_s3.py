@@ -22,6 +22,13 @@ Checked, with real checkpoint images of the counter (root, a harness node):
     visible image; `images cleanup` removes what it left (S3 parts, the
     unfinished upload, the local staging directory); the retry under the
     same name completes;
+  - a killed upload retried under the same name without cleanup resumes:
+    every blob the killed attempt completed and the retry needs (its file
+    unchanged; the blob memo in the node cache names it) is HEADed, not PUT
+    again (the server's request log), every missing blob is PUT once, the
+    log says how many were skipped,
+    and the image verifies; cleanup then removes only the leftovers of the
+    killed attempt (its unfinished multipart upload), not the image;
 without a node:
   - a wrong secret or an unknown access key: 403 with S3's code and where the
     credentials came from; credentials from a file (KYBERNATE_S3_CREDENTIALS);
@@ -34,6 +41,7 @@ import os
 import signal
 import subprocess
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -81,6 +89,28 @@ def kyb(build_dir, s3env):
                               timeout=timeout, env=env or s3env)
 
     return run
+
+
+def kill_midway(s3, s3env, node, build_dir, cid, uri, prefix, name):
+    """Starts `kybernate checkpoint` of cid into uri/name and SIGKILLs it once
+    a multipart upload (of the page file) has begun."""
+    cmd = [str(build_dir / "cmd" / "kybernate"), "--address", str(node.socket), "--namespace",
+           "default", "checkpoint", cid, "--to", uri, "--name", name, "--leave-running"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=s3env,
+                         start_new_session=True)
+    try:
+        wait_for(lambda: s3.uploads(f"{prefix}/") or p.poll() is not None, 120,
+                 "a multipart upload in progress")
+        assert p.poll() is None, f"the upload finished before it could be killed: {p.stderr.read()}"
+        os.killpg(p.pid, signal.SIGKILL)
+    finally:
+        p.wait(timeout=30)
+        p.stdout.close()
+        p.stderr.close()
+    assert f"{prefix}/{name}/index.json" not in s3.keys(f"{prefix}/")
+    # the killed checkpoint left the task paused: resume it for the retry
+    if node.tasks().get(cid, (None, None))[1] == "PAUSED":
+        node.ctr("tasks", "resume", cid)
 
 
 def start_counter(node, cid, mem):
@@ -226,19 +256,7 @@ def test_killed_upload_then_retry(s3, s3env, kyb, node, build_dir, cache):
     start_counter(node, "c3", 64)
     cmd = [str(build_dir / "cmd" / "kybernate"), "--address", str(node.socket), "--namespace",
            "default", "checkpoint", "c3", "--to", uri, "--name", name, "--leave-running"]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=s3env,
-                         start_new_session=True)
-    try:
-        # midway: a multipart upload of the page file has begun
-        wait_for(lambda: s3.uploads(f"{prefix}/") or p.poll() is not None, 120,
-                 "a multipart upload in progress")
-        assert p.poll() is None, f"the upload finished before it could be killed: {p.stderr.read()}"
-        os.killpg(p.pid, signal.SIGKILL)
-    finally:
-        p.wait(timeout=30)
-        p.stdout.close()
-        p.stderr.close()
-    assert f"{prefix}/{name}/index.json" not in s3.keys(f"{prefix}/")
+    kill_midway(s3, s3env, node, build_dir, "c3", uri, prefix, name)
     r = kyb("images", "ls", uri)
     assert r.returncode == 0 and name not in r.stdout, r.stdout + r.stderr
     r = kyb("images", "verify", f"{uri}/{name}")
@@ -254,12 +272,68 @@ def test_killed_upload_then_retry(s3, s3env, kyb, node, build_dir, cache):
     assert s3.uploads(f"{prefix}/") == [] and s3.keys(f"{prefix}/") == {}
     assert not list((cache / "spool").glob(".staging-*"))
 
-    # the killed checkpoint left the task paused: resume it, then retry
-    if node.tasks().get("c3", (None, None))[1] == "PAUSED":
-        node.ctr("tasks", "resume", "c3")
+    # the retry: the blob memo names blobs that cleanup removed; they are
+    # uploaded again
     checkpoint(kyb, node, "c3", uri, name, "--leave-running")
     r = kyb("images", "verify", f"{uri}/{name}")
     assert r.returncode == 0, r.stderr
+
+
+def test_killed_upload_resumed(s3, s3env, kyb, node, build_dir, cache):
+    prefix, name = "resumed", "ctr-r"
+    uri = s3.store_uri(prefix)
+    blobs = f"{prefix}/{name}/blobs/sha256/"
+    start_counter(node, "c5", 64)
+    kill_midway(s3, s3env, node, build_dir, "c5", uri, prefix, name)
+    done = set(s3.keys(blobs))
+    assert done, "no blob was complete when the upload was killed"
+    assert list((cache / "oci" / "blobs").iterdir()), "no blob memo written"
+    seen = len(s3.requests())
+
+    # the retry, no cleanup in between: a new checkpoint of the same counter
+    r = kyb("checkpoint", "c5", "--to", uri, "--name", name, "--leave-running", node=node,
+            env=dict(s3env, KYBERNATE_LOG_LEVEL="info"))
+    assert r.returncode == 0, f"checkpoint failed: {r.stderr}"
+    sent = s3.requests()[seen:]
+    idx = index_of(s3, prefix, name)
+    needed = {blobs + e["blob"][7:] for e in idx["files"] + [idx["manifest"]]}
+    reused = done & needed
+    # files that did not change between the two checkpoints (most small
+    # CRIU files) have the same blob
+    assert reused, f"the retry needs none of the killed attempt's blobs: {sorted(done)}"
+    puts = {k for m, k, _ in sent if m == "PUT"}
+    heads = {k for m, k, _ in sent if m == "HEAD"}
+    assert not reused & puts, f"sent again: {sorted(reused & puts)}"
+    assert reused <= heads, f"not checked: {sorted(reused - heads)}"
+    # every missing blob went up exactly once (a large one by a copy: also a PUT)
+    blob_puts = Counter(k for m, k, q in sent if m == "PUT" and k.startswith(blobs) and not q)
+    assert blob_puts == Counter(needed - done), blob_puts
+    # skipped, per file in upload order: the killed attempt's blobs, and a
+    # file identical to one uploaded before it in this attempt
+    skipped, have = [], set(done)
+    for e in idx["files"]:
+        k = blobs + e["blob"][7:]
+        if k in have:
+            skipped.append(e)
+        have.add(k)
+    nbytes = sum(e["blobSize"] for e in skipped)
+    assert f"resumed: {len(skipped)} of {len(idx['files'])} blobs ({nbytes} bytes)" in r.stderr, \
+        r.stderr
+    assert needed <= set(s3.keys(blobs))
+
+    r = kyb("images", "verify", f"{uri}/{name}")
+    assert r.returncode == 0, r.stderr
+    # what the killed attempt left beside the image: its unfinished multipart
+    # upload; cleanup removes it and keeps the image (and its blobs)
+    r = kyb("images", "cleanup", "--min-age", "0", uri)
+    assert r.returncode == 0, r.stderr
+    assert s3.uploads(f"{prefix}/") == []
+    assert needed <= set(s3.keys(blobs))
+    r = kyb("images", "verify", f"{uri}/{name}")
+    assert r.returncode == 0, r.stderr
+    r = kyb("images", "rm", f"{uri}/{name}")
+    assert r.returncode == 0, r.stderr
+    assert s3.keys(f"{prefix}/") == {}
 
 
 # ------------------------------------------------------------------ without a node
