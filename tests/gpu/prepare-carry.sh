@@ -61,7 +61,8 @@ fi
 # 2. binaries and test programs
 rm -rf "$dev/build"
 mkdir -p "$dev/build/cmd" "$dev/build/tests/programs"
-cp -a build/cmd/kybernate build/cmd/kybernate-* "$dev/build/cmd/" 2>/dev/null || true
+# only what run-on-device.sh uses: the CLI and the runtime (the carry limit is 64 MiB)
+cp -a build/cmd/kybernate build/cmd/kybernate-runc "$dev/build/cmd/"
 find "$dev/build/cmd" -maxdepth 1 -name '*.p' -exec rm -rf {} +
 cp -a build/tests/programs/counter build/tests/programs/sleeper "$dev/build/tests/programs/"
 cp /bin/busybox "$dev/busybox"
