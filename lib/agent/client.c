@@ -13,8 +13,7 @@
 #include <sys/stat.h>
 
 #include "util/cleanup.h"
-
-#define ANSWER_MAX (1u << 20)
+#include "util/unix_http.h"
 
 struct kyb_agent_client {
   CURL *curl;
@@ -23,11 +22,7 @@ struct kyb_agent_client {
   char errbuf[CURL_ERROR_SIZE];
 };
 
-typedef struct {
-  char *buf;
-  size_t len;
-  bool over;
-} answer;
+typedef kyb_unix_http_answer answer;
 
 void kyb_agent_fetched_clear(kyb_agent_fetched *f) {
   if (f == NULL)
@@ -67,42 +62,6 @@ void kyb_agent_client_set_timeout(kyb_agent_client *c, long ms) {
   c->timeout_ms = ms > 0 ? ms : 0;
 }
 
-static size_t on_body(char *p, size_t size, size_t n, void *ud) {
-  answer *a = ud;
-  size_t len = size * n;
-  if (a->len + len > ANSWER_MAX) {
-    a->over = true;
-    return 0;
-  }
-  char *nb = realloc(a->buf, a->len + len + 1);
-  if (nb == NULL)
-    return 0;
-  memcpy(nb + a->len, p, len);
-  a->buf = nb;
-  a->len += len;
-  a->buf[a->len] = '\0';
-  return len;
-}
-
-static int errno_of_status(long st) {
-  switch (st) {
-  case 400:
-    return EINVAL;
-  case 403:
-    return EPERM;
-  case 404:
-    return ENOENT;
-  case 405:
-    return ENOTSUP;
-  case 413:
-    return EMSGSIZE;
-  case 503:
-    return EAGAIN;
-  default:
-    return EIO;
-  }
-}
-
 /* The agent's message of an error answer, or the start of the answer. */
 static int answer_error(const kyb_agent_client *c, const char *method, const char *path, long st,
                         const answer *a, kyb_error **err) {
@@ -110,9 +69,10 @@ static int answer_error(const kyb_agent_client *c, const char *method, const cha
   cleanup_json json_t *j = a->buf ? json_loadb(a->buf, a->len, 0, &je) : NULL;
   const char *msg = json_string_value(json_object_get(json_object_get(j, "error"), "message"));
   if (msg != NULL)
-    return kyb_error_set(err, errno_of_status(st), "kybernate-agent at %s: %s", c->socket, msg);
-  return kyb_error_set(err, errno_of_status(st), "kybernate-agent at %s: %s %s: HTTP %ld: %.200s",
-                       c->socket, method, path, st, a->buf ? a->buf : "");
+    return kyb_error_set(err, kyb_unix_http_errno(st), "kybernate-agent at %s: %s", c->socket, msg);
+  return kyb_error_set(err, kyb_unix_http_errno(st),
+                       "kybernate-agent at %s: %s %s: HTTP %ld: %.200s", c->socket, method, path,
+                       st, a->buf ? a->buf : "");
 }
 
 /* Why nothing answered: the socket is missing, or nobody listens on it. */
@@ -142,45 +102,22 @@ static int perform_error(const kyb_agent_client *c, const char *method, const ch
 /* One request; *a gets the body of a 2xx answer. */
 static int call(kyb_agent_client *c, const char *method, const char *path, const char *body,
                 long default_timeout_s, answer *a, kyb_error **err) {
-  cleanup_free char *url = NULL;
-  if (asprintf(&url, "http://localhost%s", path) < 0)
-    return kyb_error_set(err, ENOMEM, "agent request");
   long timeout = c->timeout_ms ? c->timeout_ms : default_timeout_s * 1000;
   long connect = timeout < KYB_AGENT_CLIENT_CONNECT_TIMEOUT_S * 1000L
                      ? timeout
                      : KYB_AGENT_CLIENT_CONNECT_TIMEOUT_S * 1000L;
-  CURL *h = c->curl;
-  curl_easy_reset(h);
-  struct curl_slist *hdrs = curl_slist_append(NULL, "Content-Type: application/json");
-  struct curl_slist *h2 = hdrs ? curl_slist_append(hdrs, "Expect:") : NULL;
-  if (h2 == NULL) {
-    curl_slist_free_all(hdrs);
+  kyb_unix_http_request r = {.socket = c->socket,
+                             .method = method,
+                             .path = path,
+                             .body = body,
+                             .timeout_ms = timeout,
+                             .connect_timeout_ms = connect};
+  long status = 0;
+  CURLcode rc = kyb_unix_http_call(c->curl, &r, a, c->errbuf, &status);
+  if (rc == CURLE_OUT_OF_MEMORY && !a->over)
     return kyb_error_set(err, ENOMEM, "agent request");
-  }
-  hdrs = h2;
-  c->errbuf[0] = '\0';
-  bool bad = curl_easy_setopt(h, CURLOPT_UNIX_SOCKET_PATH, c->socket) != CURLE_OK;
-  bad |= curl_easy_setopt(h, CURLOPT_URL, url) != CURLE_OK;
-  bad |= curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method) != CURLE_OK;
-  bad |= curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs) != CURLE_OK;
-  bad |= curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK;
-  bad |= curl_easy_setopt(h, CURLOPT_WRITEDATA, a) != CURLE_OK;
-  bad |= curl_easy_setopt(h, CURLOPT_ERRORBUFFER, c->errbuf) != CURLE_OK;
-  bad |= curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout) != CURLE_OK;
-  bad |= curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, connect) != CURLE_OK;
-  bad |= curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
-  if (body != NULL) {
-    bad |= curl_easy_setopt(h, CURLOPT_POSTFIELDS, body) != CURLE_OK;
-    bad |= curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)strlen(body)) != CURLE_OK;
-  }
-  CURLcode rc = bad ? CURLE_FAILED_INIT : curl_easy_perform(h);
-  curl_slist_free_all(hdrs);
-  curl_easy_setopt(h, CURLOPT_WRITEDATA, NULL);
-  curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
   if (rc != CURLE_OK)
     return perform_error(c, method, path, rc, timeout, a, err);
-  long status = 0;
-  curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
   if (status < 200 || status > 299)
     return answer_error(c, method, path, status, a, err);
   return 0;

@@ -15,8 +15,8 @@
 #include "uploader/job.h"
 #include "uploader/server.h"
 #include "util/cleanup.h"
+#include "util/unix_http.h"
 
-#define ANSWER_MAX (1u << 20)
 #define POLL_DEFAULT_MS 200
 #define REQUEST_TIMEOUT_MS 30000L
 #define LIST_TIMEOUT_MS 600000L
@@ -27,11 +27,7 @@ struct kyb_uploader_client {
   char errbuf[CURL_ERROR_SIZE];
 };
 
-typedef struct {
-  char *buf;
-  size_t len;
-  bool over;
-} answer;
+typedef kyb_unix_http_answer answer;
 
 void kyb_upload_job_clear(kyb_upload_job *j) {
   if (j == NULL)
@@ -81,44 +77,6 @@ const char *kyb_uploader_client_socket(const kyb_uploader_client *c) {
   return c->socket;
 }
 
-static size_t on_body(char *p, size_t size, size_t n, void *ud) {
-  answer *a = ud;
-  size_t len = size * n;
-  if (a->len + len > ANSWER_MAX) {
-    a->over = true;
-    return 0;
-  }
-  char *nb = realloc(a->buf, a->len + len + 1);
-  if (nb == NULL)
-    return 0;
-  memcpy(nb + a->len, p, len);
-  a->buf = nb;
-  a->len += len;
-  a->buf[a->len] = '\0';
-  return len;
-}
-
-static int errno_of_status(long st) {
-  switch (st) {
-  case 400:
-    return EINVAL;
-  case 403:
-    return EPERM;
-  case 404:
-    return ENOENT;
-  case 405:
-    return ENOTSUP;
-  case 409:
-    return EEXIST;
-  case 413:
-    return EMSGSIZE;
-  case 503:
-    return EAGAIN;
-  default:
-    return EIO;
-  }
-}
-
 /* The daemon's error message of an error answer, or its start. */
 static int answer_error(const char *method, const char *path, long st, const answer *a,
                         kyb_error **err) {
@@ -126,8 +84,8 @@ static int answer_error(const char *method, const char *path, long st, const ans
   cleanup_json json_t *j = a->buf ? json_loadb(a->buf, a->len, 0, &je) : NULL;
   const char *msg = json_string_value(json_object_get(json_object_get(j, "error"), "message"));
   if (msg != NULL)
-    return kyb_error_set(err, errno_of_status(st), "kybernate-uploader: %s", msg);
-  return kyb_error_set(err, errno_of_status(st), "kybernate-uploader: %s %s: HTTP %ld: %.200s",
+    return kyb_error_set(err, kyb_unix_http_errno(st), "kybernate-uploader: %s", msg);
+  return kyb_error_set(err, kyb_unix_http_errno(st), "kybernate-uploader: %s %s: HTTP %ld: %.200s",
                        method, path, st, a->buf ? a->buf : "");
 }
 
@@ -135,44 +93,21 @@ static int answer_error(const char *method, const char *path, long st, const ans
  * store may take minutes; everything else answers at once. */
 static int call(kyb_uploader_client *c, const char *method, const char *path, const char *body,
                 long *status, answer *a, kyb_error **err) {
-  cleanup_free char *url = NULL;
-  if (asprintf(&url, "http://localhost%s", path) < 0)
+  kyb_unix_http_request r = {
+      .socket = c->socket,
+      .method = method,
+      .path = path,
+      .body = body,
+      .timeout_ms = strncmp(path, "/v1/images", 10) == 0 ? LIST_TIMEOUT_MS : REQUEST_TIMEOUT_MS};
+  CURLcode rc = kyb_unix_http_call(c->curl, &r, a, c->errbuf, status);
+  if (rc == CURLE_OUT_OF_MEMORY && !a->over)
     return kyb_error_set(err, ENOMEM, "uploader request");
-  long timeout = strncmp(path, "/v1/images", 10) == 0 ? LIST_TIMEOUT_MS : REQUEST_TIMEOUT_MS;
-  CURL *h = c->curl;
-  curl_easy_reset(h);
-  struct curl_slist *hdrs = curl_slist_append(NULL, "Content-Type: application/json");
-  struct curl_slist *h2 = hdrs ? curl_slist_append(hdrs, "Expect:") : NULL;
-  if (h2 == NULL) {
-    curl_slist_free_all(hdrs);
-    return kyb_error_set(err, ENOMEM, "uploader request");
-  }
-  hdrs = h2;
-  c->errbuf[0] = '\0';
-  bool bad = curl_easy_setopt(h, CURLOPT_UNIX_SOCKET_PATH, c->socket) != CURLE_OK;
-  bad |= curl_easy_setopt(h, CURLOPT_URL, url) != CURLE_OK;
-  bad |= curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method) != CURLE_OK;
-  bad |= curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs) != CURLE_OK;
-  bad |= curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK;
-  bad |= curl_easy_setopt(h, CURLOPT_WRITEDATA, a) != CURLE_OK;
-  bad |= curl_easy_setopt(h, CURLOPT_ERRORBUFFER, c->errbuf) != CURLE_OK;
-  bad |= curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout) != CURLE_OK;
-  bad |= curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
-  if (body != NULL) {
-    bad |= curl_easy_setopt(h, CURLOPT_POSTFIELDS, body) != CURLE_OK;
-    bad |= curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)strlen(body)) != CURLE_OK;
-  }
-  CURLcode rc = bad ? CURLE_FAILED_INIT : curl_easy_perform(h);
-  curl_slist_free_all(hdrs);
-  curl_easy_setopt(h, CURLOPT_WRITEDATA, NULL);
-  curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
   if (rc != CURLE_OK) {
     int e = rc == CURLE_COULDNT_CONNECT ? ECONNREFUSED : a->over ? EFBIG : EIO;
     return kyb_error_set(err, e, "kybernate-uploader at %s: %s %s: %s%s", c->socket, method, path,
                          c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc),
                          a->over ? " (answer too large)" : "");
   }
-  curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status);
   if (*status < 200 || *status > 299)
     return answer_error(method, path, *status, a, err);
   return 0;
