@@ -26,6 +26,7 @@
 #include "util/cleanup.h"
 #include "util/fs.h"
 #include "util/log.h"
+#include "util/unix_server.h"
 
 #define CONNECTION_LIMIT 32
 #define CONNECTION_TIMEOUT_S 0 /* a checkpoint answer may take minutes */
@@ -36,56 +37,9 @@ struct kyb_agent_api {
   char *path;
 };
 
-typedef struct {
-  char *buf;
-  size_t len;
-  bool too_large;
-} body;
+typedef kyb_http_body body;
 
 /* ---- the socket ------------------------------------------------------------------------ */
-
-static bool live_socket(const char *path) {
-  struct sockaddr_un sa = {.sun_family = AF_UNIX};
-  snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-  cleanup_close int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  return fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-}
-
-/* Binds path; a stale socket (nobody answers) is replaced, a live one or
- * anything that is not a socket is refused. */
-static int listen_unix(const char *path, kyb_error **err) {
-  struct sockaddr_un sa = {.sun_family = AF_UNIX};
-  if (strlen(path) >= sizeof(sa.sun_path))
-    return kyb_error_set(err, ENAMETOOLONG, "socket path %s is over %zu bytes", path,
-                         sizeof(sa.sun_path) - 1);
-  cleanup_free char *dir = strdup(path);
-  char *slash = dir ? strrchr(dir, '/') : NULL;
-  if (slash != NULL && slash != dir) {
-    *slash = '\0';
-    if (kyb_mkdir_p(dir, 0750, err) < 0)
-      return -1;
-  }
-  struct stat sb;
-  if (lstat(path, &sb) == 0) {
-    if (!S_ISSOCK(sb.st_mode))
-      return kyb_error_set(err, EEXIST, "%s exists and is not a socket", path);
-    if (live_socket(path))
-      return kyb_error_set(err, EADDRINUSE, "%s: another process answers there", path);
-    unlink(path);
-  }
-  memcpy(sa.sun_path, path, strlen(path) + 1);
-  cleanup_close int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0)
-    return kyb_error_errno(err, "socket");
-  if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-    return kyb_error_errno(err, "bind %s", path);
-  if (chmod(path, 0660) < 0 || listen(fd, 32) < 0) {
-    kyb_error_errno(err, "listen on %s", path);
-    unlink(path);
-    return -1;
-  }
-  return steal_fd(&fd);
-}
 
 /* ---- answers --------------------------------------------------------------------------- */
 
@@ -468,17 +422,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     return MHD_YES;
   }
   if (*data_size > 0) {
-    if (!b->too_large && b->len + *data_size <= KYB_AGENT_API_MAX_BODY) {
-      char *nb = realloc(b->buf, b->len + *data_size + 1);
-      if (nb == NULL)
-        return MHD_NO;
-      memcpy(nb + b->len, data, *data_size);
-      b->buf = nb;
-      b->len += *data_size;
-      b->buf[b->len] = '\0';
-    } else {
-      b->too_large = true;
-    }
+    if (!kyb_http_body_add(b, data, *data_size, KYB_AGENT_API_MAX_BODY))
+      return MHD_NO;
     *data_size = 0;
     return MHD_YES;
   }
@@ -490,12 +435,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
   (void)cls;
   (void)c;
   (void)toe;
-  body *b = *con_cls;
-  if (b != NULL) {
-    free(b->buf);
-    free(b);
-    *con_cls = NULL;
-  }
+  kyb_http_body_free(*con_cls);
+  *con_cls = NULL;
 }
 
 static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
@@ -514,7 +455,7 @@ int kyb_agent_api_start(kyb_agent *a, const char *socket_path, kyb_agent_api **o
     return kyb_error_set(err, ENOMEM, "local API");
   }
   api->a = a;
-  int fd = listen_unix(socket_path, err);
+  int fd = kyb_unix_listen(socket_path, 32, NULL, err);
   if (fd < 0) {
     free(api->path);
     free(api);

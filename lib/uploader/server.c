@@ -22,6 +22,7 @@
 #include "util/cleanup.h"
 #include "util/fs.h"
 #include "util/log.h"
+#include "util/unix_server.h"
 
 #define CONNECTION_LIMIT 64
 #define CONNECTION_TIMEOUT_S 30
@@ -35,69 +36,16 @@ struct kyb_uploader_server {
 };
 
 /* One request's body, collected up to the limit. */
-typedef struct {
-  char *buf;
-  size_t len;
-  bool too_large;
-} body;
+typedef kyb_http_body body;
 
 /* ---- the socket ------------------------------------------------------------------- */
 
-/* 1 when something listens at path. */
-static int live_socket(const char *path) {
-  struct sockaddr_un sa = {.sun_family = AF_UNIX};
-  snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-  cleanup_close int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0)
-    return 0;
-  return connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-}
-
-static int prepare_path(const char *path, kyb_error **err) {
-  cleanup_free char *dir = strdup(path);
-  if (dir == NULL)
-    return kyb_error_set(err, ENOMEM, "socket path");
-  char *slash = strrchr(dir, '/');
-  if (slash != NULL && slash != dir) {
-    *slash = '\0';
-    if (kyb_mkdir_p(dir, 0750, err) < 0)
-      return kyb_error_wrap(err, "socket directory");
-  }
-  struct stat sb;
-  if (lstat(path, &sb) < 0)
-    return errno == ENOENT ? 0 : kyb_error_errno(err, "%s", path);
-  if (!S_ISSOCK(sb.st_mode))
-    return kyb_error_set(err, EEXIST, "%s exists and is not a socket: refusing to replace it",
-                         path);
-  if (live_socket(path))
-    return kyb_error_set(err, EADDRINUSE, "%s: another process answers there (an uploader runs)",
-                         path);
-  if (unlink(path) < 0 && errno != ENOENT)
-    return kyb_error_errno(err, "remove the stale socket %s", path);
-  log_info("replaced the stale socket %s", path);
-  return 0;
-}
-
 static int listen_unix(const char *path, kyb_error **err) {
-  struct sockaddr_un sa = {.sun_family = AF_UNIX};
-  if (path[0] != '/' || strlen(path) >= sizeof(sa.sun_path))
+  const size_t max = sizeof(((struct sockaddr_un *)NULL)->sun_path);
+  if (path[0] != '/' || strlen(path) >= max)
     return kyb_error_set(err, EINVAL, "socket path \"%s\": absolute and under %zu bytes", path,
-                         sizeof(sa.sun_path));
-  if (prepare_path(path, err) < 0)
-    return -1;
-  memcpy(sa.sun_path, path, strlen(path) + 1);
-  cleanup_close int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0)
-    return kyb_error_errno(err, "socket");
-  if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-    return kyb_error_errno(err, "bind %s", path);
-  /* Mode before listen: nobody connects before the mode is right. */
-  if (chmod(path, 0660) < 0 || listen(fd, 64) < 0) {
-    kyb_error_errno(err, "listen on %s", path);
-    unlink(path);
-    return -1;
-  }
-  return steal_fd(&fd);
+                         max);
+  return kyb_unix_listen(path, 64, "an uploader runs", err);
 }
 
 /* ---- requests ---------------------------------------------------------------------- */
@@ -189,17 +137,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     return MHD_YES;
   }
   if (*data_size > 0) {
-    if (!b->too_large && b->len + *data_size <= KYB_JOB_REQUEST_MAX) {
-      char *nb = realloc(b->buf, b->len + *data_size + 1);
-      if (nb == NULL)
-        return MHD_NO;
-      memcpy(nb + b->len, data, *data_size);
-      b->buf = nb;
-      b->len += *data_size;
-      b->buf[b->len] = '\0';
-    } else {
-      b->too_large = true;
-    }
+    if (!kyb_http_body_add(b, data, *data_size, KYB_JOB_REQUEST_MAX))
+      return MHD_NO;
     *data_size = 0;
     return MHD_YES;
   }
@@ -211,12 +150,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
   (void)cls;
   (void)c;
   (void)toe;
-  body *b = *con_cls;
-  if (b != NULL) {
-    free(b->buf);
-    free(b);
-    *con_cls = NULL;
-  }
+  kyb_http_body_free(*con_cls);
+  *con_cls = NULL;
 }
 
 static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
