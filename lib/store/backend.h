@@ -79,4 +79,11 @@ int kyb_store_stop_requested(void *store);
 int kyb_image_summary_from_manifest(const char *name, const json_t *manifest,
                                     uint64_t manifest_size, kyb_image_summary *out);
 
+/* A summary of an image whose manifest is unusable: listed, with the reason
+ * (`why`'s message) in `error`.  -1 when out of memory. */
+int kyb_image_summary_broken(const char *name, kyb_error *why, kyb_image_summary *out);
+
+/* qsort order of summaries: by name. */
+int kyb_image_summary_cmp(const void *a, const void *b);
+
 #endif

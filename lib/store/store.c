@@ -443,3 +443,24 @@ int kyb_store_cleanup(kyb_store *s, uint64_t min_age_s, size_t *removed, kyb_err
     return -1;
   return s->ops->cleanup(s, min_age_s, removed ? removed : &dummy, err);
 }
+
+int kyb_image_summary_broken(const char *name, kyb_error *why, kyb_image_summary *out) {
+  memset(out, 0, sizeof(*out));
+  out->name = strdup(name);
+  out->created = strdup("");
+  out->container_id = strdup("");
+  out->container_name = strdup("");
+  out->pod_namespace = strdup("");
+  out->pod_name = strdup("");
+  out->error = strdup(kyb_error_message(why));
+  if (!out->name || !out->created || !out->container_id || !out->container_name ||
+      !out->pod_namespace || !out->pod_name || !out->error) {
+    kyb_image_summary_release(out);
+    return -1;
+  }
+  return 0;
+}
+
+int kyb_image_summary_cmp(const void *a, const void *b) {
+  return strcmp(((const kyb_image_summary *)a)->name, ((const kyb_image_summary *)b)->name);
+}

@@ -184,28 +184,6 @@ static int file_stat(kyb_store *s, const char *name, kyb_image_summary *out, kyb
   return 0;
 }
 
-/* A summary of an image whose manifest is unusable: listed, with the reason. */
-static int broken_summary(const char *name, kyb_error *why, kyb_image_summary *out) {
-  memset(out, 0, sizeof(*out));
-  out->name = strdup(name);
-  out->created = strdup("");
-  out->container_id = strdup("");
-  out->container_name = strdup("");
-  out->pod_namespace = strdup("");
-  out->pod_name = strdup("");
-  out->error = strdup(kyb_error_message(why));
-  if (!out->name || !out->created || !out->container_id || !out->container_name ||
-      !out->pod_namespace || !out->pod_name || !out->error) {
-    kyb_image_summary_release(out);
-    return -1;
-  }
-  return 0;
-}
-
-static int cmp_summary(const void *a, const void *b) {
-  return strcmp(((const kyb_image_summary *)a)->name, ((const kyb_image_summary *)b)->name);
-}
-
 static int file_list(kyb_store *s, kyb_image_summary **out, size_t *n, kyb_error **err) {
   struct file_store *f = fs_of(s);
   int dupfd = fcntl(f->dirfd, F_DUPFD_CLOEXEC, 3);
@@ -240,7 +218,7 @@ static int file_list(kyb_store *s, kyb_image_summary **out, size_t *n, kyb_error
     cleanup_error kyb_error *why = NULL;
     int r = file_stat(s, de->d_name, &v[cnt], &why);
     if (r < 0)
-      r = broken_summary(de->d_name, why, &v[cnt]);
+      r = kyb_image_summary_broken(de->d_name, why, &v[cnt]);
     if (r < 0) {
       kyb_image_summaries_free(v, cnt);
       return kyb_error_set(err, ENOMEM, "list store %s", f->dir);
@@ -252,7 +230,7 @@ static int file_list(kyb_store *s, kyb_image_summary **out, size_t *n, kyb_error
     return kyb_error_errno(err, "list store %s", f->dir);
   }
   if (cnt > 0)
-    qsort(v, cnt, sizeof(*v), cmp_summary);
+    qsort(v, cnt, sizeof(*v), kyb_image_summary_cmp);
   *out = v;
   *n = cnt;
   return 0;

@@ -355,27 +355,6 @@ static int oci_stat(kyb_store *s, const char *name, kyb_image_summary *out, kyb_
   return r;
 }
 
-static int broken_summary(const char *name, kyb_error *why, kyb_image_summary *out) {
-  memset(out, 0, sizeof(*out));
-  out->name = strdup(name);
-  out->created = strdup("");
-  out->container_id = strdup("");
-  out->container_name = strdup("");
-  out->pod_namespace = strdup("");
-  out->pod_name = strdup("");
-  out->error = strdup(kyb_error_message(why));
-  if (!out->name || !out->created || !out->container_id || !out->container_name ||
-      !out->pod_namespace || !out->pod_name || !out->error) {
-    kyb_image_summary_release(out);
-    return -1;
-  }
-  return 0;
-}
-
-static int cmp_summary(const void *a, const void *b) {
-  return strcmp(((const kyb_image_summary *)a)->name, ((const kyb_image_summary *)b)->name);
-}
-
 /* Appends the tags of one tags/list page to *tags; *next gets the next
  * page's path or NULL. */
 static int tags_page(struct oci_store *o, const char *url, json_t *tags, char **next,
@@ -446,14 +425,14 @@ static int oci_list(kyb_store *s, kyb_image_summary **out, size_t *n, kyb_error 
       *err = steal_ptr(why);
       return kyb_error_wrap(err, "list %s", s->uri);
     }
-    if (r < 0 && broken_summary(tag, why, &v[cnt]) < 0) {
+    if (r < 0 && kyb_image_summary_broken(tag, why, &v[cnt]) < 0) {
       kyb_image_summaries_free(v, cnt);
       return kyb_error_set(err, ENOMEM, "list");
     }
     cnt++;
   }
   if (cnt > 0) {
-    qsort(v, cnt, sizeof(*v), cmp_summary);
+    qsort(v, cnt, sizeof(*v), kyb_image_summary_cmp);
   } else {
     free(v); /* as the file store: no images, no array */
     v = NULL;

@@ -584,27 +584,6 @@ static int s3_stat(kyb_store *s, const char *name, kyb_image_summary *out, kyb_e
   return 0;
 }
 
-static int broken(const char *name, kyb_error *why, kyb_image_summary *out) {
-  memset(out, 0, sizeof(*out));
-  out->name = strdup(name);
-  out->created = strdup("");
-  out->container_id = strdup("");
-  out->container_name = strdup("");
-  out->pod_namespace = strdup("");
-  out->pod_name = strdup("");
-  out->error = strdup(kyb_error_message(why));
-  if (!out->name || !out->created || !out->container_id || !out->container_name ||
-      !out->pod_namespace || !out->pod_name || !out->error) {
-    kyb_image_summary_release(out);
-    return -1;
-  }
-  return 0;
-}
-
-static int cmp_summary(const void *a, const void *b) {
-  return strcmp(((const kyb_image_summary *)a)->name, ((const kyb_image_summary *)b)->name);
-}
-
 /* "<prefix>/" or "" */
 static char *list_prefix(const struct s3_store *b) {
   char *p = NULL;
@@ -646,7 +625,7 @@ static int s3_list(kyb_store *s, kyb_image_summary **out, size_t *n, kyb_error *
       r = -1;
       break;
     }
-    if (st < 0 && broken(name, why, &v[cnt]) < 0) {
+    if (st < 0 && kyb_image_summary_broken(name, why, &v[cnt]) < 0) {
       r = kyb_error_set(err, ENOMEM, "list");
       break;
     }
@@ -660,7 +639,7 @@ static int s3_list(kyb_store *s, kyb_image_summary **out, size_t *n, kyb_error *
     return kyb_error_wrap(err, "list %s", s->uri);
   }
   if (cnt > 1)
-    qsort(v, cnt, sizeof(*v), cmp_summary);
+    qsort(v, cnt, sizeof(*v), kyb_image_summary_cmp);
   *out = v;
   *n = cnt;
   return 0;
