@@ -68,6 +68,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.benchlib import machine, tool_version  # noqa: E402
 from tests.harness import default_build_dir, tool_path  # noqa: E402
 from tests.harness.checks import wait_count, wait_for  # noqa: E402
 from tests.harness.node import Node  # noqa: E402
@@ -412,33 +413,8 @@ def mbs(nbytes: int, seconds: float) -> str:
 
 
 # ---------------------------------------------------------------- report
-def machine() -> dict:
-    mem_kib = 0
-    with open("/proc/meminfo") as fh:
-        for line in fh:
-            if line.startswith("MemTotal:"):
-                mem_kib = int(line.split()[1])
-    cpu = ""
-    with open("/proc/cpuinfo") as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {"uname": " ".join(os.uname()), "nproc": os.cpu_count(), "cpu": cpu,
-            "memory": f"{mem_kib / 1024 / 1024:.1f} GiB"}
-
-
 def versions(build_dir: Path) -> dict:
-    path = tool_path()
-    env_path = dict(os.environ, PATH=path)
-
-    def v(*cmd):
-        try:
-            r = subprocess.run(cmd, capture_output=True, text=True, env=env_path, timeout=60)
-        except OSError:
-            return "?"
-        out = (r.stdout or r.stderr).strip()
-        return out.splitlines()[0] if out else "?"
+    v = tool_version
     moto_py = find_moto_python()
     return {
         "kybernate": v(str(build_dir / "cmd" / "kybernate"), "--version"),
