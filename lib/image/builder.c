@@ -35,6 +35,7 @@ struct kyb_image_builder {
   json_t *m; /* the manifest under construction */
   bool have_source;
   bool have_runtime;
+  uint64_t chunk_size; /* files[].chunks for files larger than this */
 };
 
 static uint64_t now_ms(void) {
@@ -82,6 +83,7 @@ kyb_image_builder *kyb_image_builder_new(const char *dir, const char *name, kyb_
     return NULL;
   }
   b->m = m;
+  b->chunk_size = KYB_IMAGE_CHUNK_SIZE;
   kyb_image_builder_set_created(b, time(NULL));
   kyb_image_versions none = {0};
   cleanup_error kyb_error *ignored = NULL; /* uname cannot fail; versions are best effort */
@@ -236,24 +238,21 @@ static int pin_files(kyb_image_builder *b, int dfd, kyb_error **err) {
   json_t *files = json_array();
   if (!put(b->m, "files", files))
     return kyb_error_set(err, ENOMEM, "image files");
-  for (size_t i = 0; i < n; i++) {
-    cleanup_close int fd = kyb_open_beneath(dfd, paths[i], O_RDONLY, err);
-    if (fd < 0)
-      return -1;
-    char hex[KYB_SHA256_HEX_LEN + 1];
-    uint64_t size = 0;
-    if (kyb_sha256_fd(fd, true, hex, &size, err) < 0)
-      return kyb_error_wrap(err, "hash %s", paths[i]);
-    if (size > (uint64_t)INT64_MAX ||
-        json_array_append_new(files, json_pack("{s:s,s:I,s:s}", "path", paths[i], "size",
-                                               (json_int_t)size, "sha256", hex)) < 0)
-      return kyb_error_set(err, ENOMEM, "image files");
-  }
+  if (kyb_image_pin_files(dfd, paths, n, b->chunk_size, files, err) < 0)
+    return -1;
   /* The directory entries too: the files just synced must be reachable
    * after a crash.  (manifest.json's own write syncs the top directory.) */
   cleanup_close int criu = openat(dfd, KYB_IMAGE_CRIU_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
   if (criu < 0 || fsync(criu) < 0)
     return kyb_error_errno(err, "fsync %s", KYB_IMAGE_CRIU_DIR);
+  return 0;
+}
+
+int kyb_image_builder_set_chunk_size(kyb_image_builder *b, uint64_t size, kyb_error **err) {
+  if (size < KYB_IMAGE_CHUNK_MIN || size > KYB_IMAGE_CHUNK_MAX || (size & (size - 1)) != 0)
+    return kyb_error_set(err, EINVAL, "chunk size %llu: must be a power of two from %u to %u",
+                         (unsigned long long)size, KYB_IMAGE_CHUNK_MIN, KYB_IMAGE_CHUNK_MAX);
+  b->chunk_size = size;
   return 0;
 }
 

@@ -20,9 +20,9 @@
 #define LIST_MAX_DEPTH 16
 #define HASH_BUF_SIZE (1u << 20)
 
-static void to_hex(const unsigned char *md, unsigned len, char *hex) {
+void kyb_hex_lower(const unsigned char *md, size_t len, char *hex) {
   static const char digits[] = "0123456789abcdef";
-  for (unsigned i = 0; i < len; i++) {
+  for (size_t i = 0; i < len; i++) {
     hex[2 * i] = digits[md[i] >> 4];
     hex[2 * i + 1] = digits[md[i] & 15];
   }
@@ -63,7 +63,7 @@ int kyb_sha256_fd(int fd, bool do_fsync, char hex[KYB_SHA256_HEX_LEN + 1], uint6
     return kyb_error_set(err, EIO, "sha256: OpenSSL digest final failed");
   if (do_fsync && fsync(fd) < 0)
     return kyb_error_errno(err, "fsync");
-  to_hex(md, mdlen, hex);
+  kyb_hex_lower(md, mdlen, hex);
   if (size != NULL)
     *size = total;
   return 0;
@@ -78,7 +78,7 @@ void kyb_sha256_buf(const void *data, size_t len, char hex[KYB_SHA256_HEX_LEN + 
     hex[0] = '\0';
     return;
   }
-  to_hex(md, mdlen, hex);
+  kyb_hex_lower(md, mdlen, hex);
 }
 
 int kyb_read_fd_bounded(int fd, size_t max, char **out, size_t *len, kyb_error **err) {

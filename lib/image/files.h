@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "util/error.h"
 
 #define KYB_SHA256_HEX_LEN 64u
@@ -20,6 +22,8 @@
 int kyb_sha256_fd(int fd, bool do_fsync, char hex[KYB_SHA256_HEX_LEN + 1], uint64_t *size,
                   kyb_error **err);
 void kyb_sha256_buf(const void *data, size_t len, char hex[KYB_SHA256_HEX_LEN + 1]);
+/* len bytes as 2*len lower-case hex digits and a NUL. */
+void kyb_hex_lower(const unsigned char *md, size_t len, char *hex);
 
 /* Reads a regular file from fd into a NUL-terminated heap buffer; EFBIG past
  * max bytes (the fd-based twin of kyb_read_file, for files opened with
@@ -32,4 +36,14 @@ int kyb_read_fd_bounded(int fd, size_t max, char **out, size_t *len, kyb_error *
  * NULL-terminated array. */
 int kyb_image_list_files(int dirfd, char ***out, size_t *n, kyb_error **err);
 
+/* files[] entries for paths[0..n) beneath dfd, appended to `files` in that
+ * order: {path, size, sha256} and, for a file larger than `chunk` bytes,
+ * chunks {size, sha256[]}.  Every file is fsynced.  (digests.c) */
+int kyb_image_pin_files(int dfd, char *const *paths, size_t n, uint64_t chunk, json_t *files,
+                        kyb_error **err);
+
+/* Checks the digests of a validated files[] beneath dfd: the chunk digests
+ * of a file that has them, else its sha256.  EBADMSG names the first
+ * mismatch found.  (digests.c) */
+int kyb_image_check_digests(int dfd, const json_t *files, kyb_error **err);
 #endif

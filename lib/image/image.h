@@ -39,6 +39,13 @@
 #define KYB_IMAGE_MAX_FILES 262144u
 #define KYB_IMAGE_NAME_MAX 128u
 
+/* Files larger than a chunk are also pinned chunk by chunk (files[].chunks),
+ * so verification can hash one file on many cores.  A reader takes any
+ * power of two from KYB_IMAGE_CHUNK_MIN to KYB_IMAGE_CHUNK_MAX. */
+#define KYB_IMAGE_CHUNK_SIZE (64u << 20)
+#define KYB_IMAGE_CHUNK_MIN (1u << 20)
+#define KYB_IMAGE_CHUNK_MAX (1u << 30)
+
 /* ---- names ---------------------------------------------------------------- */
 
 /* Image names match [a-z0-9][a-z0-9._-]{0,127}: safe as a directory name, a
@@ -71,8 +78,10 @@ int kyb_image_load_manifest_at(int dirfd, json_t **out, kyb_error **err);
 int kyb_image_manifest_validate(const json_t *m, kyb_error **err);
 
 /* Checks that every file the manifest lists is there with its size and
- * sha256, and that no other file is (manifest.json aside).  Fails naming the
- * first missing, changed or extra file.  On success, *manifest_out (when not
+ * sha256 (or, for a file with chunk digests, every chunk's sha256), and
+ * that no other file is (manifest.json aside).  Files and chunks are hashed
+ * on kyb_hash_threads() threads.  Fails naming the first missing, changed or
+ * extra file.  On success, *manifest_out (when not
  * NULL) receives the manifest that was checked, so the caller uses exactly
  * what was verified instead of reading it a second time. */
 int kyb_image_verify(const char *dir, json_t **manifest_out, kyb_error **err);
@@ -157,5 +166,10 @@ int kyb_image_builder_write_rootfs_diff(kyb_image_builder *b, const char *upperd
  * must have been set.  *digest (when not NULL) receives "sha256:<hex>" of the
  * manifest written. */
 int kyb_image_builder_finish(kyb_image_builder *b, char **digest, kyb_error **err);
+
+/* The chunk size for files[].chunks (default KYB_IMAGE_CHUNK_SIZE; a power of
+ * two from KYB_IMAGE_CHUNK_MIN to KYB_IMAGE_CHUNK_MAX).  For tests and
+ * benchmarks: small chunks on small files. */
+int kyb_image_builder_set_chunk_size(kyb_image_builder *b, uint64_t size, kyb_error **err);
 
 #endif

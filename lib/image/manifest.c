@@ -176,6 +176,45 @@ static int cmp_str(const void *a, const void *b) {
   return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
+/* files[i].chunks: {"size": power of two, "sha256": [one digest per chunk]},
+ * the chunks covering exactly file_size bytes. */
+static int check_chunks(const json_t *f, size_t i, json_int_t file_size, kyb_error **err) {
+  json_t *chunks = NULL, *size = NULL, *list = NULL;
+  char field[64];
+  snprintf(field, sizeof(field), "files[%zu].chunks", i);
+  if (member(f, "chunks", field, JSON_OBJECT, false, &chunks, err) < 0)
+    return -1;
+  if (chunks == NULL) /* optional: small files have none */
+    return 0;
+  snprintf(field, sizeof(field), "files[%zu].chunks.size", i);
+  if (member(chunks, "size", field, JSON_INTEGER, true, &size, err) < 0)
+    return -1;
+  json_int_t cs = json_integer_value(size);
+  if (cs < (json_int_t)KYB_IMAGE_CHUNK_MIN || cs > (json_int_t)KYB_IMAGE_CHUNK_MAX ||
+      (cs & (cs - 1)) != 0)
+    return kyb_error_set(err, EINVAL, "manifest: field \"%s\" must be a power of two from %u to %u",
+                         field, KYB_IMAGE_CHUNK_MIN, KYB_IMAGE_CHUNK_MAX);
+  snprintf(field, sizeof(field), "files[%zu].chunks.sha256", i);
+  if (member(chunks, "sha256", field, JSON_ARRAY, true, &list, err) < 0)
+    return -1;
+  uint64_t want = (uint64_t)file_size / (uint64_t)cs + ((uint64_t)file_size % (uint64_t)cs != 0);
+  if ((uint64_t)json_array_size(list) != want)
+    return kyb_error_set(err, EINVAL,
+                         "manifest: field \"%s\" has %zu digests, a file of %lld bytes in "
+                         "chunks of %lld has %llu",
+                         field, json_array_size(list), (long long)file_size, (long long)cs,
+                         (unsigned long long)want);
+  size_t k;
+  json_t *d;
+  json_array_foreach(list, k, d) {
+    if (!json_is_string(d) || !hex64(json_string_value(d))) {
+      snprintf(field, sizeof(field), "files[%zu].chunks.sha256[%zu]", i, k);
+      return field_error(err, field, "must be 64 lower-case hex digits");
+    }
+  }
+  return 0;
+}
+
 /* files[]: clean relative paths, no duplicates, sizes and digests well formed.
  * *has_diff tells whether rootfs-diff.tar is among them. */
 static int check_files(const json_t *m, bool *has_diff, kyb_error **err) {
@@ -213,6 +252,8 @@ static int check_files(const json_t *m, bool *has_diff, kyb_error **err) {
       return -1;
     if (!hex64(json_string_value(sha)))
       return field_error(err, field, "must be 64 lower-case hex digits");
+    if (check_chunks(f, i, json_integer_value(size), err) < 0)
+      return -1;
     if (strcmp(path, KYB_IMAGE_ROOTFS_DIFF) == 0)
       *has_diff = true;
     paths[i] = path;

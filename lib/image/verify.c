@@ -70,28 +70,6 @@ static int check_sizes(int dfd, const json_t *files, kyb_error **err) {
   return 0;
 }
 
-static int check_digests(int dfd, const json_t *files, kyb_error **err) {
-  size_t i;
-  json_t *f;
-  json_array_foreach(files, i, f) {
-    const char *path = json_string_value(json_object_get(f, "path"));
-    const char *want = json_string_value(json_object_get(f, "sha256"));
-    cleanup_close int fd = kyb_open_beneath(dfd, path, O_RDONLY, err);
-    if (fd < 0)
-      return kyb_error_wrap(err, "file %s", path);
-    char hex[KYB_SHA256_HEX_LEN + 1];
-    uint64_t size = 0;
-    if (kyb_sha256_fd(fd, false, hex, &size, err) < 0)
-      return kyb_error_wrap(err, "hash %s", path);
-    if ((long long)size != (long long)json_integer_value(json_object_get(f, "size")))
-      return kyb_error_set(err, EBADMSG, "file %s changed size while it was verified", path);
-    if (strcmp(hex, want) != 0)
-      return kyb_error_set(err, EBADMSG, "file %s has sha256 %s, the manifest says %s", path, hex,
-                           want);
-  }
-  return 0;
-}
-
 static int verify(const char *dir, bool digests, json_t **manifest_out, kyb_error **err) {
   cleanup_close int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd < 0)
@@ -104,7 +82,7 @@ static int verify(const char *dir, bool digests, json_t **manifest_out, kyb_erro
   size_t npresent = 0;
   if (kyb_image_list_files(dfd, &present, &npresent, err) < 0 ||
       check_presence(files, present, npresent, err) < 0 || check_sizes(dfd, files, err) < 0 ||
-      (digests && check_digests(dfd, files, err) < 0))
+      (digests && kyb_image_check_digests(dfd, files, err) < 0))
     return kyb_error_wrap(err, "verify image %s", dir);
   log_debug("image %s verified (%zu files%s)", dir, json_array_size(files),
             digests ? "" : ", sizes only");

@@ -15,6 +15,7 @@
 
 #include <cmocka.h>
 
+#include "image/files.h"
 #include "image/image.h"
 #include "util/cleanup.h"
 #include "util/fs.h"
@@ -131,6 +132,86 @@ static void test_verify_flipped_byte(void **state) {
   assert_non_null(strstr(kyb_error_message(err), "criu/pages-1.img has sha256"));
 }
 
+/* An image whose criu/pages-1.img is `len` pseudo-random bytes, pinned in
+ * chunks of 1 MiB. */
+static char *make_chunked_image(const char *name, size_t len) {
+  cleanup_error kyb_error *err = NULL;
+  char sub[32];
+  snprintf(sub, sizeof(sub), "img%d", counter++);
+  char *dir = kyb_path_join(tmpdir, sub);
+  cleanup_free char *criu = kyb_path_join(dir, "criu");
+  assert_int_equal(kyb_mkdir_p(criu, 0700, &err), 0);
+  write_file(criu, "core-1.img", "core of process 1");
+  cleanup_free unsigned char *buf = malloc(len);
+  assert_non_null(buf);
+  for (size_t i = 0; i < len; i++)
+    buf[i] = (unsigned char)((i * 2654435761u) >> 13);
+  cleanup_free char *pages = kyb_path_join(criu, "pages-1.img");
+  assert_int_equal(kyb_write_file_atomic(pages, (const char *)buf, len, 0600, &err), 0);
+  kyb_image_builder *b = kyb_image_builder_new(dir, name, &err);
+  assert_non_null(b);
+  kyb_image_source src = {.container_id = "3f2a"};
+  assert_int_equal(kyb_image_builder_set_source(b, &src, &err), 0);
+  cleanup_json json_t *spec = json_pack("{s:s}", "ociVersion", "1.0.2");
+  assert_int_equal(kyb_image_builder_set_runtime(b, spec, "io.containerd.runc.v2", "runc", &err),
+                   0);
+  assert_int_equal(kyb_image_builder_set_chunk_size(b, 1000000, &err), -1); /* not a power of 2 */
+  assert_non_null(strstr(kyb_error_message(err), "power of two"));
+  assert_int_equal(kyb_image_builder_set_chunk_size(b, 1u << 20, &err), 0);
+  assert_int_equal(kyb_image_builder_finish(b, NULL, &err), 0);
+  kyb_image_builder_free(b);
+  return dir;
+}
+
+/* Files larger than a chunk carry one digest per chunk, each the sha256 of
+ * its byte range; smaller files none.  Verification is the same on one
+ * thread and on eight, and a flipped byte is reported with its chunk. */
+static void test_chunk_digests(void **state) {
+  (void)state;
+  const size_t len = (3u << 20) + 4321;
+  cleanup_error kyb_error *err = NULL;
+  cleanup_free char *dir = make_chunked_image("chunked", len);
+  cleanup_json json_t *m = NULL;
+  assert_int_equal(kyb_image_load_manifest(dir, &m, &err), 0);
+  json_t *files = json_object_get(m, "files");
+  json_t *core = json_array_get(files, 0), *pages = json_array_get(files, 1);
+  assert_null(json_object_get(core, "chunks"));
+  json_t *chunks = json_object_get(pages, "chunks");
+  assert_int_equal(json_integer_value(json_object_get(chunks, "size")), 1u << 20);
+  json_t *list = json_object_get(chunks, "sha256");
+  assert_int_equal(json_array_size(list), 4);
+  cleanup_free char *path = kyb_path_join(dir, "criu/pages-1.img");
+  cleanup_free char *data = NULL;
+  size_t got = 0;
+  assert_int_equal(kyb_read_file(path, len + 1, &data, &got, &err), 0);
+  assert_int_equal(got, len);
+  char hex[KYB_SHA256_HEX_LEN + 1];
+  kyb_sha256_buf(data, len, hex);
+  assert_string_equal(json_string_value(json_object_get(pages, "sha256")), hex);
+  for (size_t c = 0; c < 4; c++) {
+    size_t off = c << 20, n = len - off < (1u << 20) ? len - off : (1u << 20);
+    kyb_sha256_buf(data + off, n, hex);
+    assert_string_equal(json_string_value(json_array_get(list, c)), hex);
+  }
+  const char *threads[] = {"1", "2", "8"};
+  for (size_t t = 0; t < 3; t++) {
+    setenv("KYBERNATE_HASH_THREADS", threads[t], 1);
+    assert_int_equal(kyb_image_verify(dir, NULL, &err), 0);
+  }
+  cleanup_close int fd = open(path, O_RDWR);
+  assert_true(fd >= 0);
+  assert_int_equal(pwrite(fd, "X", 1, (2u << 20) + 5), 1);
+  for (size_t t = 0; t < 3; t++) {
+    setenv("KYBERNATE_HASH_THREADS", threads[t], 1);
+    assert_int_equal(kyb_image_verify(dir, NULL, &err), -1);
+    assert_int_equal(kyb_error_code(err), EBADMSG);
+    assert_non_null(strstr(kyb_error_message(err),
+                           "file criu/pages-1.img chunk 2 (bytes 2097152-3145727) has sha256"));
+    kyb_error_clear(&err);
+  }
+  unsetenv("KYBERNATE_HASH_THREADS");
+}
+
 static void test_verify_missing_file(void **state) {
   (void)state;
   cleanup_error kyb_error *err = NULL;
@@ -228,6 +309,53 @@ static void edit_bad_time(json_t *m) {
 }
 static void edit_timing(json_t *m) {
   json_object_set_new(json_object_get(m, "timings"), "Bad-Phase", json_integer(1));
+}
+
+/* Edits of a chunked manifest: files[1] is criu/pages-1.img in 4 chunks. */
+static json_t *chunks_of(json_t *m) {
+  return json_object_get(json_array_get(json_object_get(m, "files"), 1), "chunks");
+}
+static void edit_chunk_size(json_t *m) {
+  json_object_set_new(chunks_of(m), "size", json_integer(3 << 20));
+}
+static void edit_chunk_small(json_t *m) {
+  json_object_set_new(chunks_of(m), "size", json_integer(4096));
+}
+static void edit_chunk_count(json_t *m) {
+  json_array_remove(json_object_get(chunks_of(m), "sha256"), 3);
+}
+static void edit_chunk_hex(json_t *m) {
+  json_array_set_new(json_object_get(chunks_of(m), "sha256"), 1, json_integer(5));
+}
+static void edit_chunk_type(json_t *m) {
+  json_object_set_new(json_array_get(json_object_get(m, "files"), 1), "chunks", json_string("x"));
+}
+static void edit_chunk_list(json_t *m) {
+  json_object_del(chunks_of(m), "sha256");
+}
+
+static void expect_chunk_error(void (*edit)(json_t *), const char *text) {
+  cleanup_error kyb_error *err = NULL;
+  cleanup_free char *dir = make_chunked_image("edit-chunks", (3u << 20) + 1);
+  cleanup_json json_t *m = NULL;
+  assert_int_equal(kyb_image_load_manifest(dir, &m, &err), 0);
+  edit(m);
+  cleanup_free char *text_out = json_dumps(m, 0);
+  cleanup_json json_t *out = NULL;
+  assert_int_equal(kyb_image_manifest_parse(text_out, strlen(text_out), &out, &err), -1);
+  if (strstr(kyb_error_message(err), text) == NULL || kyb_error_code(err) != EINVAL)
+    fail_msg("got \"%s\", wanted \"%s\"", kyb_error_message(err), text);
+}
+
+static void test_manifest_rejects_chunks(void **state) {
+  (void)state;
+  expect_chunk_error(edit_chunk_size, "files[1].chunks.size\" must be a power of two");
+  expect_chunk_error(edit_chunk_small, "files[1].chunks.size\" must be a power of two");
+  expect_chunk_error(edit_chunk_count, "has 3 digests, a file of 3145729 bytes in chunks of "
+                                       "1048576 has 4");
+  expect_chunk_error(edit_chunk_hex, "files[1].chunks.sha256[1]\" must be 64 lower-case hex");
+  expect_chunk_error(edit_chunk_type, "files[1].chunks\" must be an object");
+  expect_chunk_error(edit_chunk_list, "files[1].chunks.sha256\" is missing");
 }
 
 static void expect_parse_error(void (*edit)(json_t *), int code, const char *text) {
@@ -384,6 +512,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_build_load_verify),
       cmocka_unit_test(test_verify_flipped_byte),
+      cmocka_unit_test(test_chunk_digests),
+      cmocka_unit_test(test_manifest_rejects_chunks),
       cmocka_unit_test(test_verify_missing_file),
       cmocka_unit_test(test_verify_extra_file),
       cmocka_unit_test(test_verify_size_and_symlink),
