@@ -176,12 +176,16 @@ static int hexval(char c) {
 }
 
 static int dq_escape(yparser *p, int lineno, const char *s, size_t len, size_t *k, ybuf *b) {
-  static const char simple_in[] = "\\\"/0abtnvfre ";
-  static const char simple_out[] = "\\\"/\0\a\b\t\n\v\f\r\x1b ";
+  static const char simple_in[] = "\\\"/abtnvfre ";
+  static const char simple_out[] = "\\\"/\a\b\t\n\v\f\r\x1b ";
   if (*k >= len)
     return yerr(p, lineno, ENOTSUP,
                 "quoted scalar continues on the next line: multi-line scalars are not supported");
   char e = s[*k];
+  /* A NUL would silently cut every C string made from the value (a token,
+   * a server URL, a path) short; the JSON path refuses \u0000 the same way. */
+  if (e == '0')
+    return yerr(p, lineno, EINVAL, "escape '\\0' (NUL) is not allowed in a string");
   const char *hit = memchr(simple_in, e, sizeof(simple_in) - 1);
   if (hit != NULL) {
     (*k)++;
@@ -200,6 +204,9 @@ static int dq_escape(yparser *p, int lineno, const char *s, size_t len, size_t *
   *k += (size_t)digits + 1;
   if (cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
     return yerr(p, lineno, EINVAL, "escape '\\%c' names no Unicode character", e);
+  if (cp == 0)
+    return yerr(p, lineno, EINVAL, "escape '\\%c' gives a NUL, which is not allowed in a string",
+                e);
   return buf_utf8(b, cp) < 0 ? -2 : 0;
 }
 

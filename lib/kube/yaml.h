@@ -9,7 +9,8 @@
  *    a sequence may sit at the same indentation as its key (`clusters:\n- …`,
  *    kubectl's style) or deeper;
  *  - plain scalars, 'single-quoted' and "double-quoted" ones (escapes \\ \"
- *    \/ \0 \a \b \t \n \v \f \r \e \xXX \uXXXX \UXXXXXXXX), on one line each;
+ *    \/ \a \b \t \n \v \f \r \e \xXX \uXXXX \UXXXXXXXX; none may give a NUL:
+ *    \0, \x00 and \u0000 are refused, as JSON's \u0000 is), on one line each;
  *  - the empty flow collections {} and [];
  *  - comments, a leading `---`, a trailing `...`.
  * Plain `true/false` (any of the three YAML cases) become JSON booleans;

@@ -135,6 +135,11 @@ static void test_syntax_errors(void **state) {
   assert_refused("a: \"x\" y\n", EINVAL, "unexpected text after a quoted scalar");
   assert_refused("a: \xff\xfe\n", EINVAL, "not valid UTF-8");
   assert_refused("\"k\\0x\": 1\n", EINVAL, "NUL");
+  /* a NUL in a value would cut the C string made from it (found by fuzz_kubeconfig) */
+  assert_refused("a: \"x\\0y\"\n", EINVAL, "NUL");
+  assert_refused("a: \"x\\x00y\"\n", EINVAL, "NUL");
+  assert_refused("a: \"x\\u0000\"\n", EINVAL, "NUL");
+  assert_refused("- \"\\U00000000\"\n", EINVAL, "NUL");
   assert_refused("a: @x\n", EINVAL, "cannot start with '@'");
 }
 
