@@ -215,6 +215,24 @@ static int check_chunks(const json_t *f, size_t i, json_int_t file_size, kyb_err
   return 0;
 }
 
+/* Whether sorted `paths` holds the first len bytes of s as one entry. */
+static bool listed(const char **paths, size_t n, const char *s, size_t len) {
+  size_t lo = 0, hi = n;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    int c = strncmp(paths[mid], s, len);
+    if (c == 0)
+      c = paths[mid][len] != '\0'; /* longer: it sorts after */
+    if (c == 0)
+      return true;
+    if (c < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return false;
+}
+
 /* files[]: clean relative paths, no duplicates, sizes and digests well formed.
  * *has_diff tells whether rootfs-diff.tar is among them. */
 static int check_files(const json_t *m, bool *has_diff, kyb_error **err) {
@@ -262,13 +280,15 @@ static int check_files(const json_t *m, bool *has_diff, kyb_error **err) {
   for (size_t i = 1; i < n; i++)
     if (strcmp(paths[i - 1], paths[i]) == 0)
       return kyb_error_set(err, EINVAL, "manifest: files lists \"%s\" twice", paths[i]);
-  /* A file and a directory of the same name cannot both exist. */
-  for (size_t i = 1; i < n; i++) {
-    size_t l = strlen(paths[i - 1]);
-    if (strncmp(paths[i - 1], paths[i], l) == 0 && paths[i][l] == '/')
-      return kyb_error_set(err, EINVAL, "manifest: files lists \"%s\" as a file and a directory",
-                           paths[i - 1]);
-  }
+  /* A file and a directory of the same name cannot both exist: no listed
+   * path may be a directory on the way to another.  Neighbours in sorted
+   * order are not enough to tell: "a" < "a-b" < "a/c". */
+  for (size_t i = 0; i < n; i++)
+    for (const char *s = strchr(paths[i], '/'); s != NULL; s = strchr(s + 1, '/'))
+      if (listed(paths, n, paths[i], (size_t)(s - paths[i])))
+        return kyb_error_set(err, EINVAL,
+                             "manifest: files lists \"%.*s\" as a file and a directory",
+                             (int)(s - paths[i]), paths[i]);
   return 0;
 }
 

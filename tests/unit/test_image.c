@@ -298,6 +298,16 @@ static void edit_dup_file(json_t *m) {
   json_t *files = json_object_get(m, "files");
   json_array_append_new(files, json_deep_copy(json_array_get(files, 0)));
 }
+/* "a" < "a-b" < "a/c": the file and the directory are not neighbours once
+ * sorted (found by fuzz_image_manifest). */
+static void edit_file_and_dir(json_t *m) {
+  json_t *files = json_object_get(m, "files");
+  const char *sha = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+  json_array_append_new(
+      files, json_pack("{s:s,s:i,s:s}", "path", "criu/core-1.img-old", "size", 0, "sha256", sha));
+  json_array_append_new(
+      files, json_pack("{s:s,s:i,s:s}", "path", "criu/core-1.img/inner", "size", 0, "sha256", sha));
+}
 static void edit_diff_without_rootfs(json_t *m) {
   json_array_append_new(
       json_object_get(m, "files"),
@@ -378,6 +388,8 @@ static void test_manifest_rejects(void **state) {
   expect_parse_error(edit_sha, EINVAL, "files[0].sha256\" must be 64 lower-case hex");
   expect_parse_error(edit_neg_size, EINVAL, "files[1].size\" must not be negative");
   expect_parse_error(edit_dup_file, EINVAL, "lists \"criu/core-1.img\" twice");
+  expect_parse_error(edit_file_and_dir, EINVAL,
+                     "lists \"criu/core-1.img\" as a file and a directory");
   expect_parse_error(edit_diff_without_rootfs, EINVAL, "no \"rootfs\" object");
   expect_parse_error(edit_bad_time, EINVAL, "RFC 3339");
   expect_parse_error(edit_timing, EINVAL, "phase name \"Bad-Phase\"");
