@@ -143,6 +143,25 @@ char *kyb_s3_xml_text(const char *cs, const char *ce);
 /* "2026-12-01T13:52:30.000Z" -> time_t; -1 when malformed. */
 time_t kyb_s3_parse_time(const char *s);
 
+/* The list answers, one page at a time (kyb_s3_list and kyb_s3_list_uploads
+ * call these per page; the fuzz targets call them directly).  Entries are
+ * appended to what earlier pages collected. */
+typedef struct {
+  kyb_s3_object *objs;
+  size_t nobjs, capo;
+  char **prefixes;
+  size_t npre, capp;
+} kyb_s3_list_acc;
+
+/* A ListObjectsV2 page's <Contents> (Key and Size required) and
+ * <CommonPrefixes> (Prefix required); EPROTO when one lacks them. */
+int kyb_s3_list_page(const char *body, size_t len, kyb_s3_list_acc *a, kyb_error **err);
+void kyb_s3_list_acc_clear(kyb_s3_list_acc *a);
+/* A ListMultipartUploads page's <Upload> entries (without Key or UploadId:
+ * skipped); *v grows with *cap. */
+int kyb_s3_uploads_page(const char *body, size_t len, kyb_s3_upload **v, size_t *n, size_t *cap,
+                        kyb_error **err);
+
 /* ---- index.json ------------------------------------------------------------- */
 
 #define KYB_S3_INDEX "index.json"

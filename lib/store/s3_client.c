@@ -437,15 +437,15 @@ static void *grow(void *v, size_t n, size_t *cap, size_t size) {
   return nv;
 }
 
-typedef struct {
-  kyb_s3_object *objs;
-  size_t nobjs, capo;
-  char **prefixes;
-  size_t npre, capp;
-} list_acc;
+void kyb_s3_list_acc_clear(kyb_s3_list_acc *a) {
+  kyb_s3_objects_free(a->objs, a->nobjs);
+  for (size_t i = 0; i < a->npre; i++)
+    free(a->prefixes[i]);
+  free(a->prefixes);
+  memset(a, 0, sizeof(*a));
+}
 
-/* One ListObjectsV2 page's <Contents> and <CommonPrefixes>. */
-static int list_page(const char *b, size_t len, list_acc *a, kyb_error **err) {
+int kyb_s3_list_page(const char *b, size_t len, kyb_s3_list_acc *a, kyb_error **err) {
   const char *p = b, *end = b + len, *cs, *ce;
   while (kyb_s3_xml_find(p, end, "Contents", &cs, &ce)) {
     p = ce;
@@ -485,7 +485,7 @@ static int list_page(const char *b, size_t len, list_acc *a, kyb_error **err) {
 
 int kyb_s3_list(kyb_s3 *s, const char *prefix, const char *delimiter, kyb_s3_object **objs,
                 size_t *nobjs, char ***prefixes, size_t *nprefixes, kyb_error **err) {
-  list_acc a = {0};
+  kyb_s3_list_acc a = {0};
   cleanup_free char *token = NULL;
   cleanup_free char *ep = enc(prefix), *ed = delimiter ? enc(delimiter) : NULL;
   int r = (ep == NULL || (delimiter && ed == NULL)) ? kyb_error_set(err, ENOMEM, "S3 list") : 0;
@@ -505,7 +505,7 @@ int kyb_s3_list(kyb_s3 *s, const char *prefix, const char *delimiter, kyb_s3_obj
     kyb_http_resp rs = {0};
     r = s3_call_ok(s, &c, 0, &rs, err);
     if (r == 0)
-      r = list_page(rs.body, rs.body_len, &a, err);
+      r = kyb_s3_list_page(rs.body, rs.body_len, &a, err);
     cleanup_free char *trunc = r == 0 ? xml_get(rs.body, rs.body_len, "IsTruncated") : NULL;
     free(token);
     token = (trunc && strcmp(trunc, "true") == 0)
@@ -518,10 +518,7 @@ int kyb_s3_list(kyb_s3 *s, const char *prefix, const char *delimiter, kyb_s3_obj
       break;
   }
   if (r < 0) {
-    kyb_s3_objects_free(a.objs, a.nobjs);
-    for (size_t i = 0; i < a.npre; i++)
-      free(a.prefixes[i]);
-    free(a.prefixes);
+    kyb_s3_list_acc_clear(&a);
     return kyb_error_wrap(err, "list s3://%s/%s", s->bucket, prefix);
   }
   *objs = a.objs;
@@ -715,7 +712,7 @@ int kyb_s3_mpu_abort(kyb_s3 *s, const char *key, const char *upload_id, kyb_erro
   return r;
 }
 
-static int uploads_page(const char *b, size_t len, kyb_s3_upload **v, size_t *n, size_t *cap,
+int kyb_s3_uploads_page(const char *b, size_t len, kyb_s3_upload **v, size_t *n, size_t *cap,
                         kyb_error **err) {
   const char *p = b, *end = b + len, *cs, *ce;
   while (kyb_s3_xml_find(p, end, "Upload", &cs, &ce)) {
@@ -758,7 +755,7 @@ int kyb_s3_list_uploads(kyb_s3 *s, const char *prefix, kyb_s3_upload **out, size
     kyb_http_resp rs = {0};
     r = s3_call_ok(s, &c, 0, &rs, err);
     if (r == 0)
-      r = uploads_page(rs.body, rs.body_len, &v, &cnt, &cap, err);
+      r = kyb_s3_uploads_page(rs.body, rs.body_len, &v, &cnt, &cap, err);
     cleanup_free char *trunc = r == 0 ? xml_get(rs.body, rs.body_len, "IsTruncated") : NULL;
     free(km);
     free(um);

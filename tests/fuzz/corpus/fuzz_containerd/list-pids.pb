@@ -1,0 +1,5 @@
+
+’!
+2š!-
+!containerd.runc.v1.ProcessDetails
+exec-1

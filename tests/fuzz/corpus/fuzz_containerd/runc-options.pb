@@ -1,0 +1,1 @@
+2/usr/local/bin/kybernate-runc:/run/containerd/runc/k8s.ioH
