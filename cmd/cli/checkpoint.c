@@ -10,6 +10,7 @@
 
 #include "cli.h"
 #include "ops/checkpoint.h"
+#include "ops/interrupt.h"
 #include "util/cleanup.h"
 #include "util/cli.h"
 
@@ -24,9 +25,18 @@ static void usage(FILE *out) {
           "dump, then stopped (default) or resumed (--leave-running). If anything fails the\n"
           "container keeps running and no image appears in the store.\n"
           "\n"
+          "SIGINT (Ctrl-C), SIGTERM or SIGHUP before the image is published stop the\n"
+          "checkpoint the same way: the step under way (e.g. the CRIU dump) ends, then the\n"
+          "container is resumed, its CUDA processes are restored and unlocked, nothing is\n"
+          "published, and the exit status is 128 + the signal's number (130 for SIGINT,\n"
+          "143 for SIGTERM, 129 for SIGHUP). Further signals wait for that rollback. A\n"
+          "signal after the publish lets the checkpoint finish (exit 0); with --uploader\n"
+          "the push to a remote store is then skipped (128 + N, the local image stays).\n"
+          "\n"
           "With the global --agent SOCK (or $KYBERNATE_AGENT_SOCKET) the checkpoint runs in\n"
           "kybernate-agent (its queue, its uploader for remote stores; --store/--to are\n"
-          "passed when given, else the agent's default store is used).\n"
+          "passed when given, else the agent's default store is used); interrupting this\n"
+          "command then does not stop it.\n"
           "\n"
           "Options:\n"
           "  --to URI             store to write to (default: the global --store):\n"
@@ -46,7 +56,11 @@ static void usage(FILE *out) {
           "  --gpu-lock-timeout SECONDS\n"
           "                       limit for locking the container's CUDA processes before\n"
           "                       their GPU state is saved (default 10; decimals allowed)\n"
-          "  -h, --help           show this help\n");
+          "  -h, --help           show this help\n"
+          "\n"
+          "Exit status: 0 published, 1 failed, 2 bad command line, 128+N stopped by\n"
+          "signal N; after 1 or 128+N everything was rolled back unless the error says\n"
+          "otherwise.\n");
 }
 
 static void on_progress(void *ud, const char *phase, bool done, uint64_t ms) {
@@ -249,16 +263,42 @@ int cmd_checkpoint(const kyb_cli *cli, int argc, char **argv) {
   }
   kyb_checkpoint_result r = {0};
   kyb_error *err = NULL;
+  /* Ctrl-C and friends roll the checkpoint back instead of killing this
+   * process with the container paused (ops/interrupt.h). */
+  kyb_interrupt intr = {0};
+  if (kyb_interrupt_catch(&intr, CLI_PROGRAM, &err) < 0) {
+    kyb_cli_report(CLI_PROGRAM, err);
+    kyb_error_free(err);
+    return CLI_FAILED;
+  }
+  o.interrupted = kyb_interrupt_flag();
   int rc = kyb_checkpoint(&o, &r, &err);
+  kyb_interrupt_release(&intr);
+  int sig = kyb_interrupt_signal();
   cli_bar_end(&bar);
   if (rc < 0) {
     kyb_cli_report(CLI_PROGRAM, err);
     kyb_error_free(err);
     if (r.ref != NULL)
       print_result(cli, &r, NULL); /* published, though stopping the container failed */
+    bool interrupted = sig != 0 && r.ref == NULL; /* stopped before the publish */
     kyb_checkpoint_result_clear(&r);
-    return CLI_FAILED;
+    return interrupted ? 128 + sig : CLI_FAILED;
   }
+  if (sig != 0 && remote != NULL) {
+    fprintf(stderr,
+            "kybernate checkpoint: interrupted by %s after the image was published in the "
+            "local store: not pushed to %s; the checkpoint stays at %s\n",
+            kyb_interrupt_name(sig), remote, r.ref);
+    print_result(cli, &r, NULL);
+    kyb_checkpoint_result_clear(&r);
+    return 128 + sig;
+  }
+  if (sig != 0)
+    fprintf(stderr,
+            "kybernate checkpoint: warning: %s came after the image was published; the "
+            "checkpoint was finished\n",
+            kyb_interrupt_name(sig));
   rc = CLI_OK;
   if (remote != NULL)
     rc = push(cli, remote, keep_local, &r);

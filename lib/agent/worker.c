@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "ops/checkpoint.h"
+#include "ops/interrupt.h"
 #include "util/cleanup.h"
 #include "util/log.h"
 
@@ -350,8 +351,19 @@ int kyb_agent_worker_main(void) {
       .gpu_lock_timeout_ms = lock_ms > 0 && lock_ms < 3600000 ? (unsigned)lock_ms : 0,
       .progress = on_phase,
   };
+  /* A SIGTERM/SIGINT/SIGHUP sent to the worker itself (the agent stops it
+   * with SIGKILL, which recover.h follows up) rolls the checkpoint back here
+   * and ends in an error line.  No notice on a second signal: stderr carries
+   * the agent's JSON log lines. */
+  kyb_interrupt intr = {0};
+  cleanup_error kyb_error *ierr = NULL;
+  if (kyb_interrupt_catch(&intr, NULL, &ierr) < 0)
+    log_warn_chain(ierr, "a signal will end this worker without a rollback");
+  else
+    o.interrupted = kyb_interrupt_flag();
   kyb_checkpoint_result r = {0};
   int rc = kyb_checkpoint(&o, &r, &err);
+  kyb_interrupt_release(&intr);
   if (rc == 0) {
     emit(json_pack("{s:{s:s, s:s, s:s, s:s?, s:I, s:I}}", "result", "container", r.container_id,
                    "name", r.name, "ref", r.ref, "digest", r.digest, "size", (json_int_t)r.size,

@@ -18,6 +18,10 @@
  * The child dies with the agent (PR_SET_PDEATHSIG SIGKILL): a worker must
  * never go on checkpointing after its agent is gone, because the next agent
  * recovers the request from the node's state and must not race a live dump.
+ * SIGTERM, SIGINT or SIGHUP sent to the child itself (e.g. Ctrl-C on an agent
+ * run in a terminal reaches its whole process group) roll the checkpoint
+ * back in the child (ops/interrupt.h), which then writes its error line
+ * ("interrupted by SIGINT (...): rolled back, ...") and exits 1.
  *
  * Protocol: the agent writes one JSON job object on the child's stdin and
  * closes it; the child writes JSON lines on its stdout:

@@ -21,6 +21,7 @@
 #include "image/image.h"
 #include "ops/criu_log.h"
 #include "ops/gpu.h"
+#include "ops/interrupt.h"
 #include "store/store.h"
 #include "util/cleanup.h"
 #include "util/fs.h"
@@ -45,6 +46,9 @@ typedef struct {
   kyb_ops_gpu *gpu; /* NULL: nothing done on the GPU */
   bool paused;
   uint64_t phase_start;
+  const char *phase; /* the phase under way, for an interrupt's message */
+  int interrupt_sig; /* the signal that stopped the operation; 0: none */
+  char interrupt_where[48];
 } op_ctx;
 
 static uint64_t now_ms(void) {
@@ -55,6 +59,7 @@ static uint64_t now_ms(void) {
 
 static void phase_begin(op_ctx *c, const char *phase) {
   c->phase_start = now_ms();
+  c->phase = phase;
   log_debug("%s ...", phase);
   if (c->opts->progress)
     c->opts->progress(c->opts->progress_ud, phase, false, 0);
@@ -92,6 +97,27 @@ void kyb_checkpoint_result_clear(kyb_checkpoint_result *r) {
   free(r->ref);
   free(r->digest);
   memset(r, 0, sizeof(*r));
+}
+
+static int pending_signal(const op_ctx *c) {
+  return c->opts->interrupted != NULL ? (int)*c->opts->interrupted : 0;
+}
+
+/* A signal the caller caught (opts->interrupted) ends the checkpoint here, at
+ * a phase boundary, and the failure takes the rollback every failure takes. */
+static int check_interrupt(op_ctx *c, const char *where, kyb_error **err) {
+  int sig = pending_signal(c);
+  if (sig == 0)
+    return 0;
+  c->interrupt_sig = sig;
+  snprintf(c->interrupt_where, sizeof(c->interrupt_where), "%s", where);
+  log_warn("interrupted by %s %s: rolling back, please wait", kyb_interrupt_name(sig), where);
+  return kyb_error_set(err, 0, "interrupted by %s (%s)", kyb_interrupt_name(sig), where);
+}
+
+/* The store's stop callback: a remote store's upload ends on a signal too. */
+static int stop_on_interrupt(void *ud) {
+  return pending_signal(ud) != 0;
 }
 
 static int find_container(op_ctx *c, kyb_error **err) {
@@ -189,6 +215,8 @@ static int stage_image(op_ctx *c, kyb_error **err) {
     return -1;
   if (o->transfer_progress != NULL)
     kyb_store_set_progress(c->store, o->transfer_progress, o->transfer_progress_ud);
+  if (o->interrupted != NULL)
+    kyb_store_set_stop(c->store, stop_on_interrupt, c);
   cleanup_free char *name = NULL;
   if (o->name != NULL) {
     if (kyb_image_name_check(o->name, err) < 0)
@@ -311,9 +339,9 @@ static int gpu_checkpoint(op_ctx *c, kyb_error **err) {
 /* Rollback: a paused task is resumed so the workload goes on.  A failure
  * here is added to the error the caller reports: the container is frozen and
  * someone must know. */
-static void resume_after_failure(op_ctx *c, kyb_error **err) {
+static int resume_after_failure(op_ctx *c, kyb_error **err) {
   if (!c->paused)
-    return;
+    return 0;
   cleanup_error kyb_error *rerr = NULL;
   if (kyb_ctd_task_resume(c->ctd, c->ct->id, &rerr) < 0) {
     /* Someone may have resumed it meanwhile: what matters is that it runs. */
@@ -324,13 +352,13 @@ static void resume_after_failure(op_ctx *c, kyb_error **err) {
     kyb_ctd_process_clear(&p);
     if (!running) {
       log_error_chain(rerr, "rollback: resuming %s failed; the container stays paused", c->ct->id);
-      kyb_error_wrap(err, "rollback failed too (container %s is still paused: %s) after", c->ct->id,
-                     kyb_error_message(rerr));
-      return;
+      return kyb_error_wrap(err, "rollback failed too (container %s is still paused: %s) after",
+                            c->ct->id, kyb_error_message(rerr));
     }
   }
   c->paused = false;
   log_info("rollback: container %s resumed", c->ct->id);
+  return 0;
 }
 
 /* After the image is published: leave the workload running, or end it. */
@@ -371,20 +399,25 @@ static int run(op_ctx *c, kyb_checkpoint_result *out, kyb_error **err) {
     return -1;
   log_info("checkpoint of %s into %s/%s", c->ct->id, kyb_store_uri(c->store),
            kyb_staging_name(c->staging));
+  if (check_interrupt(c, "before the GPU lock", err) < 0)
+    return -1;
+  c->phase = "gpu_checkpoint";
   if (gpu_checkpoint(c, err) < 0)
+    return -1;
+  if (check_interrupt(c, "after the GPU checkpoint", err) < 0)
     return -1;
 
   phase_begin(c, "pause");
   if (kyb_ctd_task_pause(c->ctd, c->ct->id, err) < 0)
     return kyb_error_wrap(err, "pause container %s", c->ct->id);
   c->paused = true;
-  if (phase_end(c, "pause", err) < 0)
+  if (phase_end(c, "pause", err) < 0 || check_interrupt(c, "after the pause", err) < 0)
     return -1;
 
   phase_begin(c, "criu_dump");
   if (dump(c, err) < 0 || phase_end(c, "criu_dump", err) < 0)
     return -1;
-  if (record_versions(c, err) < 0)
+  if (check_interrupt(c, "after the CRIU dump", err) < 0 || record_versions(c, err) < 0)
     return -1;
   cleanup_error kyb_error *rmerr = NULL;
   if (kyb_remove_tree(c->work_dir, &rmerr) < 0)
@@ -394,15 +427,21 @@ static int run(op_ctx *c, kyb_checkpoint_result *out, kyb_error **err) {
   if (o->progress)
     o->progress(o->progress_ud, "rootfs_diff", false, 0);
   uint64_t t0 = now_ms();
+  c->phase = "rootfs_diff";
   if (rootfs_diff(c, err) < 0)
     return -1;
   if (o->progress)
     o->progress(o->progress_ud, "rootfs_diff", true, now_ms() - t0);
+  if (check_interrupt(c, "after the rootfs diff", err) < 0)
+    return -1;
 
   phase_begin(c, "package");
   cleanup_free char *digest = NULL;
   if (kyb_image_builder_finish(c->builder, &digest, err) < 0)
     return kyb_error_wrap(err, "write image manifest");
+  /* The last way back: once published, the operation finishes. */
+  if (check_interrupt(c, "before the publish", err) < 0)
+    return -1;
   if (kyb_store_put(c->store, c->staging, err) < 0)
     return kyb_error_wrap(err, "publish image %s", kyb_staging_name(c->staging));
   if (o->progress)
@@ -432,14 +471,43 @@ static int run(op_ctx *c, kyb_checkpoint_result *out, kyb_error **err) {
   return 0;
 }
 
+/* A failure while a signal was pending (an EINTR, a cancelled upload, or a
+ * mere coincidence) is reported as the interrupt it ends in; its own words
+ * go to the log.  Not before the image is staged: until then the failure
+ * (no such container, not running) says more than the signal. */
+static void note_late_interrupt(op_ctx *c, const kyb_checkpoint_result *out, kyb_error **err) {
+  int sig = pending_signal(c);
+  if (c->interrupt_sig != 0 || sig == 0 || c->staging == NULL || out->ref != NULL)
+    return;
+  c->interrupt_sig = sig;
+  snprintf(c->interrupt_where, sizeof(c->interrupt_where), "during %s",
+           c->phase != NULL ? c->phase : "the staging");
+  log_warn("interrupted by %s %s (%s): rolling back, please wait", kyb_interrupt_name(sig),
+           c->interrupt_where, kyb_error_message(*err));
+  kyb_error_set(err, 0, "interrupted by %s (%s)", kyb_interrupt_name(sig), c->interrupt_where);
+}
+
+/* An interrupt rolled back cleanly: the one thing to say. */
+static void report_interrupt(const op_ctx *c, kyb_error **err) {
+  const char *name = kyb_interrupt_name(c->interrupt_sig);
+  log_info("interrupted by %s: rolled back", name);
+  kyb_error_set(err, 0, "interrupted by %s (%s): rolled back, the container keeps running", name,
+                c->interrupt_where);
+}
+
 int kyb_checkpoint(const kyb_checkpoint_opts *opts, kyb_checkpoint_result *out, kyb_error **err) {
   memset(out, 0, sizeof(*out));
   op_ctx c = {.opts = opts};
   uint64_t t0 = now_ms();
   int r = run(&c, out, err);
   if (r < 0) {
-    resume_after_failure(&c, err);
-    kyb_ops_gpu_rollback(c.gpu, !c.paused, err); /* needs the task running */
+    note_late_interrupt(&c, out, err);
+    int rolled = resume_after_failure(&c, err);
+    /* needs the task running */
+    if (kyb_ops_gpu_rollback(c.gpu, !c.paused, err) < 0)
+      rolled = -1;
+    if (c.interrupt_sig != 0 && rolled == 0)
+      report_interrupt(&c, err);
     const char *what = c.ct ? c.ct->id : (opts->container ? opts->container : opts->pod_name);
     kyb_error_wrap(err, "checkpoint %s", what ? what : "?");
     /* A published image stays valid even when stopping the task failed. */

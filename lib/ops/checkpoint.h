@@ -18,12 +18,23 @@
  * processes, and removes the staging directory: the container keeps
  * running and no image appears in the store.
  *
+ * Interrupts: when opts->interrupted turns non-zero (the caller's
+ * SIGINT/SIGTERM/SIGHUP handler, ops/interrupt.h), the operation stops at
+ * its next phase boundary (before the GPU lock, after the GPU checkpoint,
+ * after the pause, after the CRIU dump, after the rootfs diff, before the
+ * publish; a remote store's upload stops too) and fails through
+ * that same rollback: "interrupted by SIGINT (after the CRIU dump): rolled
+ * back, the container keeps running".  A call in flight (the dump, a GPU
+ * driver call) ends first.  The publish is the point of no return: a signal
+ * after it does not stop the operation, which finishes normally.
+ *
  * The CPU/memory checkpoint goes only through containerd's API (DESIGN.md):
  * no runc or CRIU call beside containerd.
  */
 #ifndef KYB_OPS_CHECKPOINT_H
 #define KYB_OPS_CHECKPOINT_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -57,6 +68,10 @@ typedef struct {
   /* Bytes of the upload into a remote store (store.h); NULL: none. */
   kyb_store_progress_fn transfer_progress;
   void *transfer_progress_ud;
+  /* 0, or the number of a signal that asks the operation to stop and roll
+   * back (kyb_interrupt_flag(), ops/interrupt.h); read at phase
+   * boundaries.  NULL: never interrupted. */
+  const volatile sig_atomic_t *interrupted;
 } kyb_checkpoint_opts;
 
 typedef struct {

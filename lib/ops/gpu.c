@@ -261,31 +261,30 @@ int kyb_ops_gpu_restore(kyb_ops_gpu *g, kyb_error **err) {
   return 0;
 }
 
-void kyb_ops_gpu_rollback(kyb_ops_gpu *g, bool task_running, kyb_error **err) {
+int kyb_ops_gpu_rollback(kyb_ops_gpu *g, bool task_running, kyb_error **err) {
   if (g == NULL || !g->owed)
-    return;
+    return 0;
   size_t left = count_not_running(&g->group);
   if (left == 0) {
     g->owed = false; /* the group's own rollback brought everything back */
-    return;
+    return 0;
   }
   cleanup_free char *which = pid_list(&g->group, true);
   if (!task_running) {
     log_error("rollback: the container is still frozen; GPU state left behind: pid %s",
               which ? which : "?");
-    kyb_error_wrap(err,
-                   "rollback failed too (the container is frozen, so the GPU state of pid %s "
-                   "could not be restored) after",
-                   which ? which : "?");
-    return;
+    return kyb_error_wrap(err,
+                          "rollback failed too (the container is frozen, so the GPU state of pid "
+                          "%s could not be restored) after",
+                          which ? which : "?");
   }
   cleanup_error kyb_error *rerr = NULL;
   g->owed = false;
   if (kyb_cuda_group_restore(g->drv, &g->group, NULL, 0, &rerr) < 0) {
     log_error_chain(rerr, "rollback: GPU restore failed");
-    kyb_error_wrap(err, "GPU rollback failed too (%s) after", kyb_error_message(rerr));
-    return;
+    return kyb_error_wrap(err, "GPU rollback failed too (%s) after", kyb_error_message(rerr));
   }
   log_info("rollback: GPU state of pid %s restored, %zu CUDA process(es) running again",
            which ? which : "?", left);
+  return 0;
 }

@@ -86,8 +86,9 @@ int kyb_ops_gpu_restore(kyb_ops_gpu *g, kyb_error **err);
  * when `task_running` (a frozen process cannot be restored): otherwise the
  * processes are left as they are and that is added to *err.  A failure is
  * added to *err, the original failure, too.  NULL, or nothing to undo,
- * does nothing. */
-void kyb_ops_gpu_rollback(kyb_ops_gpu *g, bool task_running, kyb_error **err);
+ * does nothing.  Returns 0 when nothing is left behind, -1 when something
+ * is (and *err says what). */
+int kyb_ops_gpu_rollback(kyb_ops_gpu *g, bool task_running, kyb_error **err);
 
 /* The task was killed: its processes' GPU state ends with them; nothing is
  * left to restore.  NULL does nothing. */

@@ -26,7 +26,10 @@
  *                              restore unlock; RESULT: a CUDA_ERROR_* name, a
  *                          number, or "timeout" (= what a timed-out lock
  *                          answers).  A matching call sleeps `delay`, then
- *                          fails with RESULT and changes no state.
+ *                          fails with RESULT and changes no state; without
+ *                          RESULT it only sleeps `delay`, then does its
+ *                          work (a slow driver call; signals do not cut
+ *                          the sleep short).
  *   KYB_CUDA_DOUBLE_VERSION  overrides cuDriverGetVersion.
  *   KYB_CUDA_DOUBLE_LOG    file to append one line per call to, e.g.
  *                          "checkpoint 1234 CUDA_SUCCESS" (also: log line).

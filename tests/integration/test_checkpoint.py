@@ -19,15 +19,24 @@ What is checked (docs/testing.md, "Checkpoint tests"):
   - failures (container not found / not running, containerd unreachable, a
     read-only store, a full store, a CRIU failure): the message says why, the
     container still runs, the store holds nothing, not even a staging dir;
-  - a flipped byte makes `images verify` fail naming the file.
+  - a flipped byte makes `images verify` fail naming the file;
+  - interrupts (SIGINT, SIGTERM; docs/checkpoint-restore.md "Interrupts"):
+    sent once the CLI has paused the container, they roll the checkpoint
+    back -- exit 128+N with "interrupted by SIG...: rolled back", the
+    container RUNNING with the same pid and intact memory, no image and no
+    staging dir; a second signal only prints "rollback in progress"; the
+    agent's worker (kybernate-agent --checkpoint-worker) does the same and
+    ends with its JSON error line.
 """
 
 import hashlib
 import json
 import os
 import re
+import signal
 import subprocess
 import tarfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -67,6 +76,81 @@ def kyb(build_dir):
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
     return run
+
+
+class Background:
+    """A command started in the background; its stdout and stderr are
+    collected line by line while it runs, so a test can wait for a line
+    (e.g. a phase's start) before it sends a signal."""
+
+    def __init__(self, cmd, env, stdin=None):
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env=env)
+        self.out, self.err = [], []
+        self.pumps = [threading.Thread(target=self._pump, args=(f, buf), daemon=True)
+                      for f, buf in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))]
+        for t in self.pumps:
+            t.start()
+        if stdin:
+            self.proc.stdin.write(stdin)
+            self.proc.stdin.close()
+
+    @staticmethod
+    def _pump(f, buf):
+        for line in f:
+            buf.append(line)
+
+    def stdout(self) -> str:
+        return "".join(self.out)
+
+    def stderr(self) -> str:
+        return "".join(self.err)
+
+    def wait_line(self, needle: str, timeout: float = 120, stream: str = "stderr") -> None:
+        """Until `needle` shows in stdout/stderr; fails if the command ends first."""
+        text = self.stdout if stream == "stdout" else self.stderr
+
+        def seen():
+            if needle in text():
+                return True
+            assert self.proc.poll() is None, (f"ended (rc {self.proc.returncode}) before "
+                                              f"{needle!r}:\n{self.stdout()}\n{self.stderr()}")
+            return False
+        wait_for(seen, timeout, f"{needle!r} from {self.proc.args[0]}", interval=0.01)
+
+    def send(self, sig) -> None:
+        self.proc.send_signal(sig)
+
+    def finish(self, timeout: float = 300) -> int:
+        rc = self.proc.wait(timeout)
+        for t in self.pumps:
+            t.join(10)
+        return rc
+
+
+@pytest.fixture
+def kyb_start(build_dir):
+    """kyb_start(*args, node=, store=) -> Background of the kybernate CLI at
+    log level debug (each phase's start is a line: "criu_dump ...")."""
+    binary = str(build_dir / "cmd" / "kybernate")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("KYBERNATE_STORE", "KYBERNATE_CONTAINERD_ADDRESS", "KYBERNATE_NAMESPACE",
+                        "KYBERNATE_LOG_LEVEL", "KYBERNATE_LOG_FORMAT", "KYBERNATE_AGENT_SOCKET",
+                        "KYBERNATE_UPLOADER_SOCKET")}
+    started = []
+
+    def start(*args, node, store):
+        b = Background([binary, "--address", str(node.socket), "--store", store,
+                        "--log-level", "debug"] + [str(a) for a in args], env)
+        started.append(b)
+        return b
+
+    yield start
+    for b in started:  # a failed test must not leave a checkpoint running
+        if b.proc.poll() is None:
+            b.proc.kill()
+            b.proc.wait()
 
 
 class Store:
@@ -513,3 +597,106 @@ def test_verify_detects_flipped_byte(node, kyb, store):
     assert v.returncode == 1 and "criu/core-1.img listed in the manifest is missing" in v.stderr
     core.write_bytes(keep)
     assert kyb("images", "verify", ref).returncode == 0
+
+
+# ------------------------------------------------------------ interrupts
+
+INTERRUPTED = ("interrupted by {sig} \\(({where})\\): rolled back, the container keeps "
+               "running")
+
+
+def assert_interrupted(rc, stdout, stderr, sig, where, store):
+    """Stopped by `sig` at a phase boundary matching `where` (a regex) and
+    rolled back: exit 128+N, nothing on stdout, the container resumed, and
+    the store holds nothing, not even a staging dir."""
+    assert rc == 128 + sig, f"rc {rc}\nstdout: {stdout}\nstderr: {stderr}"
+    assert stdout == "", stdout
+    name = signal.Signals(sig).name
+    assert re.search(r"^kybernate: error: checkpoint \S+: " + INTERRUPTED.format(sig=name,
+                     where=where) + "$", stderr, re.M), stderr
+    assert "rollback failed" not in stderr, stderr
+    # It was paused: the rollback resumed it.
+    assert re.search(r"rollback: container \S+ resumed", stderr), stderr
+    assert store.entries() == [], f"store {store.path} not empty: {store.entries()}"
+
+
+def test_interrupt_sigint_during_dump(node, kyb, kyb_start, store):
+    """Ctrl-C while CRIU dumps 512 MiB: the dump ends, then the rollback runs;
+    a second signal (SIGTERM here, so it cannot merge with the pending SIGINT)
+    neither kills the CLI nor changes the outcome."""
+    log, checksum = start_counter(node, "i1", "--file", "/data/state", mem=512)
+    pid = node.tasks()["i1"][0]
+    oks_before = len(mem_ok(log))
+
+    p = kyb_start("checkpoint", "i1", "--leave-running", node=node, store=store.uri)
+    p.wait_line("criu_dump ...")
+    p.send(signal.SIGINT)
+    p.send(signal.SIGTERM)
+    rc = p.finish()
+    err = p.stderr()
+    assert_interrupted(rc, p.stdout(), err, signal.SIGINT,
+                       "after the CRIU dump|after the rootfs diff|before the publish", store)
+    assert "kybernate: rollback in progress, please wait" in err, err
+    assert "interrupted by SIGTERM" not in err, err
+
+    assert kyb("images", "ls", store=store.uri).stdout.splitlines()[1:] == []
+    assert_counting_on(node, "i1", log, pid=pid)
+    wait_for(lambda: len(mem_ok(log)) > oks_before + 1, 60, "'memory ok' after the rollback")
+    assert set(mem_ok(log)) == {checksum}
+
+
+def test_interrupt_sigterm_keeps_container(node, kyb_start, store):
+    """SIGTERM right after the pause, without --leave-running (the container
+    would have been stopped): it is resumed instead and keeps running."""
+    log, checksum = start_counter(node, "i2", mem=256)
+    pid = node.tasks()["i2"][0]
+    oks_before = len(mem_ok(log))
+
+    p = kyb_start("checkpoint", "i2", "--name", "never", node=node, store=store.uri)
+    p.wait_line("pause ...")
+    p.send(signal.SIGTERM)
+    rc = p.finish()
+    err = p.stderr()
+    assert_interrupted(rc, p.stdout(), err, signal.SIGTERM,
+                       "after the pause|after the CRIU dump|after the rootfs diff|"
+                       "before the publish", store)
+    assert "rollback in progress" not in err, err  # one signal, no notice
+
+    assert_counting_on(node, "i2", log, pid=pid)
+    wait_for(lambda: len(mem_ok(log)) > oks_before + 1, 60, "'memory ok' after the rollback")
+    assert set(mem_ok(log)) == {checksum}
+
+
+def test_interrupt_agent_worker(node, build_dir, store):
+    """The same operation in kybernate-agent's worker process: SIGTERM sent to
+    the worker mid-dump rolls back in the worker, which ends with its JSON
+    error line and exit 1 (worker.h); the container runs on."""
+    log, checksum = start_counter(node, "i3", mem=256)
+    pid = node.tasks()["i3"][0]
+    oks_before = len(mem_ok(log))
+    job = json.dumps({"address": str(node.socket), "namespace": "default", "containerId": "i3",
+                      "store": store.uri, "name": "never"})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KYBERNATE_")}
+    w = Background([str(build_dir / "cmd" / "kybernate-agent"), "--checkpoint-worker",
+                    "--log-level", "info"], env, stdin=job)
+    try:
+        w.wait_line('"criu_dump"', stream="stdout")  # {"phase": "criu_dump", "done": false}
+        w.send(signal.SIGTERM)
+        rc = w.finish()
+    finally:
+        if w.proc.poll() is None:
+            w.proc.kill()
+    lines = [json.loads(ln) for ln in w.stdout().splitlines()]
+    assert rc == 1, f"rc {rc}\n{w.stdout()}\n{w.stderr()}"
+    e = lines[-1].get("error")
+    assert e is not None, lines
+    assert re.fullmatch(r"checkpoint i3: " + INTERRUPTED.format(
+        sig="SIGTERM", where="after the CRIU dump|after the rootfs diff|before the publish"),
+        e["message"]), e
+    assert "ref" not in e, e
+    assert not any("result" in ln for ln in lines), lines
+    assert "rollback: container i3 resumed" in w.stderr(), w.stderr()
+    assert store.entries() == [], store.entries()
+    assert_counting_on(node, "i3", log, pid=pid)
+    wait_for(lambda: len(mem_ok(log)) > oks_before + 1, 60, "'memory ok' after the rollback")
+    assert set(mem_ok(log)) == {checksum}

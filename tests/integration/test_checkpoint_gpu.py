@@ -31,13 +31,18 @@ What is checked:
       fails naming the timeout, CRIU never ran, nothing is left locked, the
       container runs on;
   (d) no driver (KYBERNATE_LIBCUDA names a missing file): the checkpoint
-      works as before and one log line says the GPU steps were skipped.
+      works as before and one log line says the GPU steps were skipped;
+  (e) SIGINT after the GPU lock, while the driver checkpoints (the double's
+      `checkpoint:delay=MS` fault: the call takes that long, then succeeds):
+      the call ends, then the rollback restores and unlocks the process; no
+      CRIU run, exit 130, the container (not --leave-running) runs on.
 """
 
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -372,3 +377,42 @@ def test_no_driver_skips_gpu_steps(gnode, cuda, kyb, store):
     assert man["gpus"] == []
     assert "gpu_lock" not in man["timings"] and "gpu_checkpoint" not in man["timings"]
     assert_counting_on(gnode, "c5", log, pid)
+
+
+def test_gpu_interrupt_after_lock(gnode, cuda, store, build_dir, tmp_path):
+    """(e) SIGINT while the process is LOCKED and its checkpoint call runs:
+    the call ends, the checkpoint stops before the pause, and the rollback
+    brings the process back to RUNNING (restore -> unlock)."""
+    log, pid = start_counter(gnode, "c6")
+    cuda.cuda_process(pid)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("KYBERNATE_", "KYB_CUDA_DOUBLE"))}
+    env.update(cuda.cli_env(fail=f"checkpoint:pid={pid}:delay=3000"))
+    out, err = tmp_path / "cli.out", tmp_path / "cli.err"
+    with open(out, "w") as o, open(err, "w") as e:
+        p = subprocess.Popen([str(build_dir / "cmd" / "kybernate"), "--address", str(gnode.socket),
+                              "--log-level", "info", "checkpoint", "c6", "--to",
+                              f"file://{store}"], stdout=o, stderr=e, env=env)
+    try:
+        # The lock is logged once it is done; the checkpoint call then sleeps.
+        wait_for(lambda: f"lock {pid} CUDA_SUCCESS" in cuda.calls() or p.poll() is not None,
+                 60, "the GPU lock", interval=0.01)
+        assert p.poll() is None, err.read_text()
+        p.send_signal(signal.SIGINT)
+        rc = p.wait(120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    text = err.read_text()
+    assert rc == 130, f"rc {rc}\n{text}"
+    assert out.read_text() == ""
+    assert "kybernate: error: checkpoint c6: interrupted by SIGINT (after the GPU checkpoint): " \
+           "rolled back, the container keeps running\n" in text, text
+    assert f"rollback: GPU state of pid {pid} CHECKPOINTED restored" in text, text
+    # Every call the checkpoint made was undone; CRIU never ran.
+    assert cuda.calls() == [f"lock {pid} CUDA_SUCCESS", f"checkpoint {pid} CUDA_SUCCESS",
+                            f"restore {pid} CUDA_SUCCESS", f"unlock {pid} CUDA_SUCCESS"]
+    assert cuda.proc_state(pid) == "RUNNING"
+    assert not store.exists() or os.listdir(store) == []
+    assert_counting_on(gnode, "c6", log, pid)
