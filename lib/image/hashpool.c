@@ -25,7 +25,6 @@
 #include "util/log.h"
 
 #define BUF_SIZE (1u << 20)
-#define DEFAULT_THREADS_MAX 8u
 
 unsigned kyb_hash_threads(void) {
   const char *env = getenv("KYBERNATE_HASH_THREADS");
@@ -42,7 +41,7 @@ unsigned kyb_hash_threads(void) {
   unsigned n = 1;
   if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
     n = (unsigned)CPU_COUNT(&set);
-  return n < DEFAULT_THREADS_MAX ? n : DEFAULT_THREADS_MAX;
+  return n < KYB_HASH_THREADS_MAX ? n : KYB_HASH_THREADS_MAX;
 }
 
 static void md_ctx_freep(EVP_MD_CTX **c) {

@@ -21,7 +21,9 @@
 /* Length of a job that runs to the end of the file. */
 #define KYB_HASH_TO_EOF UINT64_MAX
 
-/* Most threads kyb_hash_threads() picks: past this the memory bus, not SHA-256, is the limit. */
+/* Most threads kyb_hash_threads() picks.  Verify scaled linearly to 16
+ * threads on the H200 host (bench/results/hash-h200-2026-12-01.md); a node
+ * with more cores keeps the rest for its workloads. */
 #define KYB_HASH_THREADS_MAX 16u
 
 typedef struct {
@@ -39,7 +41,7 @@ typedef struct {
 } kyb_hash_job;
 
 /* Threads to hash with: $KYBERNATE_HASH_THREADS when set (1..KYB_HASH_THREADS_MAX),
- * else the CPUs this process may run on, at most 8. */
+ * else the CPUs this process may run on, at most KYB_HASH_THREADS_MAX. */
 unsigned kyb_hash_threads(void);
 
 /* Runs every job, largest first, on up to `threads` threads.  A job whose
