@@ -28,7 +28,7 @@
 # Usage (root):
 #   tests/gpu/run-on-device.sh [--sizes "1 4 16"] [--workloads "vram torch multi"]
 #                              [--rollback yes|no|only] [--carry DIR] [--out DIR]
-#                              [--cpu-only]
+#                              [--cpu-only] [--downtime "16"]
 #   --carry  what tests/gpu/prepare-carry.sh made (default: <repo>/.device)
 #   --out    results (default: $OUT, else /tmp/kyb-gpu-out): run.log,
 #            results.tsv, summary.md, machine.txt, per-case logs
@@ -38,12 +38,18 @@
 #            indices or UUIDs): the workloads always run on /dev/nvidia0, so
 #            on a two-GPU machine `--restore-gpus 1` moves them to GPU 1
 #            (the restored process must then show up on GPU 1's UUID)
+#   --downtime SIZES  also a `checkpoint --leave-running` of a vram workload per
+#            size: the workload's longest gap between iterations (its
+#            downtime) against the driver's and CRIU's own phases; the image
+#            is packaged after the workload goes on (results in downtime.tsv)
+#   --baseline-cli PATH  with --downtime: the same case also with this
+#            kybernate binary (an older build), in the same run, for comparison
 # Exit status: 0 when every case passed.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 repo=$(pwd)
 
-sizes="1 4 16" workloads="vram torch" rollback=yes cpu_only=0 restore_gpus=""
+sizes="1 4 16" workloads="vram torch" rollback=yes cpu_only=0 restore_gpus="" downtime="" baseline_cli=""
 carry=$repo/.device out=${OUT:-/tmp/kyb-gpu-out}
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -54,7 +60,9 @@ while [ $# -gt 0 ]; do
     --out) out=$2; shift ;;
     --cpu-only) cpu_only=1 ;;
     --restore-gpus) restore_gpus=$2; shift ;;
-    -h|--help) sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --downtime) downtime=$2; shift ;;
+    --baseline-cli) baseline_cli=$2; shift ;;
+    -h|--help) sed -n '2,47p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run-on-device: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -150,7 +158,8 @@ cleanup() {
 }
 trap cleanup EXIT
 say "node $KYB_NODE_DIR, socket $KYB_NODE_SOCKET"
-kyb() { "$bin/kybernate" --address "$KYB_NODE_SOCKET" --namespace default "$@"; }
+cli=$bin/kybernate
+kyb() { "$cli" --address "$KYB_NODE_SOCKET" --namespace default "$@"; }
 
 # The host directories a container needs to run the host's CUDA programs and
 # python: read-only binds (plain bind, each submount its own bind, so that
@@ -353,6 +362,40 @@ rollback_case() {
   drop "$id"
 }
 
+# --leave-running: how long the workload itself stood still.  vram_check
+# stamps every iteration ("t <epoch>"); the longest gap between two is the
+# downtime.  The floor is what the driver and CRIU do while it is stopped.
+downtime_case() { # GIB LABEL (the CLI is $cli)
+  local gib=$1 label=$2 id="live-$1g-$2" log=$out/live-$1g-$2.log name="live-$1g-$2-$(date +%s)"
+  say "=== leave-running downtime: vram, $gib GiB, $label ($cli: $("$cli" --version)) ==="
+  drop "$id"; rm -f "$log"
+  run_wl vram "$gib" "$id" "$log" || { fail "downtime $gib GiB: container did not start"; return; }
+  wait_iter vram "$log" 3 240 || { fail "downtime $gib GiB: workload did not start"; drop "$id"; return; }
+  local t0 t1; t0=$(date +%s.%N)
+  if ! kyb --log-level info checkpoint "$id" --leave-running --name "$name" \
+    >"$out/$id.checkpoint.out" 2>"$out/$id.checkpoint.err"; then
+    fail "downtime $gib GiB: checkpoint failed: $(tail -n 5 "$out/$id.checkpoint.err")"; drop "$id"; return
+  fi
+  t1=$(date +%s.%N)
+  local last; last=$(last_iter vram "$log")
+  if ! wait_iter vram "$log" $((last + 5)) 120 || grep -q CORRUPT "$log"; then
+    fail "downtime $gib GiB: workload did not go on: $(tail -n 3 "$log")"; drop "$id"; return
+  fi
+  local gap m=$store_dir/$name/manifest.json
+  gap=$(grep -E '^iter [0-9]+ ok' "$log" | awk '{for (i = 1; i < NF; i++) if ($i == "t") t = $(i + 1);
+    if (p != "") { d = t - p; if (d > g) g = d } p = t} END {printf "%.2f", g}')
+  local gc cd rs gr pk floor
+  gc=$(json_num "$m" gpu_checkpoint); cd=$(json_num "$m" criu_dump); rs=$(json_num "$m" resume)
+  gr=$(json_num "$m" gpu_restore); pk=$(json_num "$m" package)
+  floor=$(awk -v a="$gc" -v b="$cd" -v c="$gr" 'BEGIN {printf "%.2f", (a + b + c) / 1000}')
+  say "PASS: leave-running $gib GiB: command $(sub "$t1" "$t0") s; workload stood still $gap s (longest gap between iterations, 0.2 s apart normally); GPU checkpoint $gc ms + CRIU dump $cd ms + GPU restore $gr ms = $floor s; resume $rs ms; packaging $pk ms $([ -n "$rs" ] && echo "after it went on" || echo "while it stood still (a build that resumes after the publish)")"
+  [ -f "$out/downtime.tsv" ] || printf 'build\tGiB\tcommand_s\tdowntime_s\tgpu_checkpoint_ms\tcriu_dump_ms\tresume_ms\tgpu_restore_ms\tfloor_s\tpackage_ms\n' >"$out/downtime.tsv"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$gib" "$(sub "$t1" "$t0")" "$gap" "$gc" "$cd" "$rs" "$gr" "$floor" "$pk" >>"$out/downtime.tsv"
+  cp "$m" "$out/$id.manifest.json" 2>/dev/null
+  drop "$id"
+  kyb images rm "$name" >/dev/null 2>&1 || rm -rf "${store_dir:?}/$name"
+}
+
 [ "$cpu_only" -eq 1 ] && workloads=counter
 if [ "$rollback" != only ]; then
   for gib in $sizes; do
@@ -360,6 +403,14 @@ if [ "$rollback" != only ]; then
   done
 fi
 [ "$rollback" = no ] || rollback_case
+if [ "$cpu_only" -eq 0 ]; then
+  for gib in $downtime; do
+    if [ -n "$baseline_cli" ]; then
+      cli=$baseline_cli; downtime_case "$gib" baseline; cli=$bin/kybernate
+    fi
+    downtime_case "$gib" current
+  done
+fi
 
 {
   echo "# GPU checkpoint/restore on $(hostname) ($(date -u +%Y-%m-%d))"
@@ -369,10 +420,16 @@ fi
   echo '| workload | VRAM GiB | result | GPU lock ms | GPU checkpoint ms | CRIU dump ms | packaging ms | checkpoint total s | image MiB | runc (CRIU) restore ms | GPU restore ms | GPU unlock ms | restore total s |'
   echo '|---|---|---|---|---|---|---|---|---|---|---|---|---|'
   tail -n +2 "$out/results.tsv" | awk -F'\t' '$1 != "rollback" {printf "| %s | %s | %s | %s | %s | %s | %s | %s | %d | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9 / 1048576, $10, $11, $12, $13} $1 == "rollback" {printf "| rollback (CRIU dump fails after GPU checkpoint) | %s | %s | | | | | | | | | | |\n", $2, $3}'
+  if [ -f "$out/downtime.tsv" ]; then
+    echo
+    echo '| build | leave-running, vram GiB | command s | workload downtime s | GPU checkpoint ms | CRIU dump ms | resume ms | GPU restore ms | floor s (GPU ckpt + dump + GPU restore) | packaging ms (after the resume) |'
+    echo '|---|---|---|---|---|---|---|---|---|---|'
+    tail -n +2 "$out/downtime.tsv" | awk -F'\t' '{printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10}'
+  fi
 } >"$out/summary.md"
 cat "$out/summary.md"
 # per-case files in one archive (the device tool brings back few files)
-(cd "$out" && ls | grep -vE '^(run\.log|results\.tsv|summary\.md|machine\.txt|setup\.log|cases\.tar\.gz)$' |
+(cd "$out" && ls | grep -vE '^(run\.log|results\.tsv|downtime\.tsv|summary\.md|machine\.txt|setup\.log|cases\.tar\.gz)$' |
   tar -czf cases.tar.gz -T - --remove-files 2>/dev/null) || true
 say "done: $failures failure(s)"
 [ "$failures" -eq 0 ]
