@@ -2,11 +2,13 @@
 /*
  * kyb_rootfs_diff_apply: the rootfs diff tar of an image replayed onto a
  * target directory (run as root it also chowns and sets xattrs, as a
- * restore does).  The input is the tar.  Each run gets a fresh target that
+ * restore does).  Input: one byte choosing the deleted and opaque paths
+ * (bits 0-3 and 4-7 over the lists below, some of them through the
+ * target's symlinks), then the tar.  Each run gets a fresh target that
  * holds a symlink to a sibling directory ("outside", with one file in it)
- * and an absolute symlink to the same place; whatever the tar holds,
- * nothing outside the target may change: no file created, removed,
- * written, linked or re-moded there.
+ * and an absolute symlink to the same place; whatever the tar and the
+ * changes hold, nothing outside the target may change: no file created,
+ * removed, written, linked or re-moded there.
  */
 #include <dirent.h>
 #include <sys/stat.h>
@@ -78,7 +80,15 @@ static void check_outside(void) {
   }
 }
 
+static char *const deleted_paths[] = {"link/secret", "abs/secret", "link", "dir/file"};
+static char *const opaque_paths[] = {"link", "abs", "opq", "dir"};
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  if (size < 1)
+    return 0;
+  unsigned pick = data[0];
+  data++;
+  size--;
   kyb_error *err = NULL;
   FUZZ_ASSERT(kyb_remove_tree(target, &err) == 0);
   make_target();
@@ -86,9 +96,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   FUZZ_ASSERT(f != NULL);
   FUZZ_ASSERT(fwrite(data, 1, size, f) == size && fclose(f) == 0);
 
-  char *deleted[] = {"dir/file", NULL};
-  char *opaque[] = {"opq", NULL};
-  kyb_rootfs_changes ch = {.deleted = deleted, .ndeleted = 1, .opaque = opaque, .nopaque = 1};
+  char *deleted[5] = {NULL}, *opaque[5] = {NULL};
+  kyb_rootfs_changes ch = {.deleted = deleted, .opaque = opaque};
+  for (unsigned b = 0; b < 4; b++) {
+    if (pick & (1u << b))
+      deleted[ch.ndeleted++] = deleted_paths[b];
+    if (pick & (16u << b))
+      opaque[ch.nopaque++] = opaque_paths[b];
+  }
   kyb_rootfs_limits lim = {.max_entries = 256, .max_bytes = 1u << 20};
   int rc = kyb_rootfs_diff_apply(tar, &ch, target, &lim, &err);
   fuzz_check_rc(rc, &err);

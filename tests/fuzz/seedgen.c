@@ -248,7 +248,7 @@ static void image_seeds(const char *tmp) {
   snprintf(p, sizeof(p), "%s/manifest.json", dir);
   put_file("fuzz_image_manifest", "pod-rootfs.json", -1, p);
   snprintf(p, sizeof(p), "%s/rootfs-diff.tar", dir);
-  put_file("fuzz_rootfs_apply", "upper.tar", -1, p);
+  put_file("fuzz_rootfs_apply", "upper.tar", 0x48, p); /* deleted dir/file, opaque opq */
   remote(dir, m, "pod");
   json_decref(m);
 
