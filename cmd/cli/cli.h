@@ -32,6 +32,7 @@ enum { CLI_OK = 0, CLI_FAILED = 1, CLI_USAGE = 2 };
 int cmd_checkpoint(const kyb_cli *cli, int argc, char **argv);
 int cmd_images(const kyb_cli *cli, int argc, char **argv);
 int cmd_restore(const kyb_cli *cli, int argc, char **argv);
+int cmd_recover(const kyb_cli *cli, int argc, char **argv);
 
 /* "1.5 GiB" style sizes for people. */
 void cli_format_size(unsigned long long bytes, char *buf, unsigned long size);

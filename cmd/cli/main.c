@@ -26,6 +26,8 @@ static void usage(FILE *out) {
           "  images ls|inspect|verify|rm\n"
           "                         list, inspect, verify and remove images\n"
           "  restore REF --name NEW restore an image into a new container\n"
+          "  recover CONTAINER      undo what a killed checkpoint left: resume the\n"
+          "                         container, restore its GPU state, clean the store\n"
           "  version                show the version\n"
           "\n"
           "Global options:\n"
@@ -149,6 +151,8 @@ int main(int argc, char **argv) {
   }
   if (strcmp(cmd, "restore") == 0)
     return cmd_restore(&cli, cargc, cargv);
+  if (strcmp(cmd, "recover") == 0)
+    return cmd_recover(&cli, cargc, cargv);
   fprintf(stderr, "kybernate: unknown command '%s' (see kybernate --help)\n", cmd);
   return CLI_USAGE;
 }

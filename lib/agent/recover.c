@@ -28,20 +28,22 @@
 #define RECOVER_WAIT_MS 120000
 #define STOP_WAIT_MS 30000
 
+/* 0 found, 1 not there (no error: containerd said NOT_FOUND), -1 any other
+ * failure.  Only containerd's NOT_FOUND counts as "gone": an unreachable
+ * socket also carries ENOENT, and must not pass for a vanished container. */
 static int find(kyb_ctd_client *ctd, const kyb_agent_recover_target *t, kyb_ctd_container **ct,
                 kyb_error **err) {
-  if (t->container_id != NULL) {
-    if (kyb_ctd_container_get(ctd, t->container_id, ct, err) < 0) {
-      if (kyb_grpc_status_of(*err) == KYB_GRPC_NOT_FOUND)
-        return kyb_error_set(err, ENOENT, "container %s not found", t->container_id);
+  int r = t->container_id != NULL ? kyb_ctd_container_get(ctd, t->container_id, ct, err)
+                                  : kyb_ctd_container_find_k8s(ctd, t->pod_namespace, t->pod_name,
+                                                               t->container_name, ct, err);
+  if (r < 0) {
+    if (kyb_grpc_status_of(*err) != KYB_GRPC_NOT_FOUND)
       return -1;
-    }
-    return 0;
+    kyb_error_clear(err);
+    return 1;
   }
-  if (kyb_ctd_container_find_k8s(ctd, t->pod_namespace, t->pod_name, t->container_name, ct, err) <
-      0)
-    return -1;
-  return kyb_ctd_client_set_namespace(ctd, KYB_CTD_K8S_NAMESPACE, err);
+  return t->container_id != NULL ? 0
+                                 : kyb_ctd_client_set_namespace(ctd, KYB_CTD_K8S_NAMESPACE, err);
 }
 
 /* The task's status; *exists false (and 0) when the container has none.
@@ -124,7 +126,10 @@ static int gpu_recover(kyb_ctd_client *ctd, const char *id, kyb_agent_recover_re
   kyb_cuda_driver *drv = NULL;
   int r = kyb_cuda_driver_open(NULL, &drv, err);
   if (r == KYB_CUDA_NO_DRIVER) {
-    log_debug("no CUDA driver: no GPU state to recover (%s)", kyb_error_message(*err));
+    const char *why = kyb_error_message(*err);
+    if (strncmp(why, "no CUDA driver: ", 16) == 0)
+      why += 16; /* said once is enough */
+    log_info("no CUDA driver: GPU recovery skipped (%s)", why);
     kyb_error_clear(err);
     return 0;
   }
@@ -163,13 +168,10 @@ int kyb_agent_recover_container(const kyb_agent_recover_target *t, kyb_agent_rec
     return -1;
   kyb_ctd_container *ct = NULL;
   int r = find(ctd, t, &ct, err);
-  if (r < 0) {
+  if (r != 0) {
+    kyb_ctd_container_free(ct);
     kyb_ctd_client_free(ctd);
-    if (kyb_error_code(*err) == ENOENT) {
-      kyb_error_clear(err); /* gone: nothing is left paused or locked */
-      return 0;
-    }
-    return -1;
+    return r < 0 ? -1 : 0; /* 1: gone, nothing is left paused or locked */
   }
   out->found = true;
   const char *id = ct->id;
@@ -214,10 +216,12 @@ void kyb_agent_recover_describe(const kyb_agent_recover_report *r, const char *w
     snprintf(buf, size, "%s: no task (not running)", what);
     return;
   }
-  snprintf(buf, size, "%s: %s%s; %zu CUDA process(es), %zu restored and unlocked; task now %s",
-           what, r->resumed ? "was paused, resumed" : "was not paused",
-           r->stopped ? ", stopped (hibernation)" : "", r->gpu_processes, r->gpu_restored,
-           r->status_after[0] ? r->status_after : "gone");
+  /* A stopped task may have been paused too: whether is not recorded. */
+  snprintf(buf, size, "%s: %s; %zu CUDA process(es), %zu restored and unlocked; task now %s", what,
+           r->stopped   ? "stopped (hibernation)"
+           : r->resumed ? "was paused, resumed"
+                        : "was not paused",
+           r->gpu_processes, r->gpu_restored, r->status_after[0] ? r->status_after : "gone");
 }
 
 /* ---- the store ------------------------------------------------------------------------- */
@@ -288,24 +292,25 @@ int kyb_agent_image_published(const char *store_uri, const char *name, kyb_agent
   return r < 0 ? -1 : 1;
 }
 
-void kyb_agent_store_cleanup(const char *store_uri) {
+size_t kyb_agent_store_cleanup(const char *store_uri) {
   /* Remote stores are the uploader's to clean (it holds the credentials);
    * the agent cleans the node's own directories. */
   if (store_uri == NULL || strncmp(store_uri, "file://", 7) != 0)
-    return;
+    return 0;
   kyb_store *s = NULL;
   cleanup_error kyb_error *err = NULL;
   size_t removed = 0;
   if (kyb_store_open(store_uri, 0, &s, &err) < 0) {
     if (kyb_error_code(err) != ENOENT)
       log_warn_chain(err, "clean up store %s", store_uri);
-    return;
+    return 0;
   }
   if (kyb_store_cleanup(s, 0, &removed, &err) < 0)
     log_warn_chain(err, "clean up store %s", store_uri);
   else if (removed > 0)
     log_info("removed %zu staging leftover(s) from %s", removed, store_uri);
   kyb_store_close(s);
+  return removed;
 }
 
 int kyb_agent_image_delete(const char *store_uri, const char *name, bool *existed,

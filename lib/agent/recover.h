@@ -76,9 +76,11 @@ void kyb_agent_image_info_clear(kyb_agent_image_info *i);
 int kyb_agent_image_published(const char *store_uri, const char *name, kyb_agent_image_info *info,
                               kyb_error **err);
 
-/* Removes staging leftovers (of processes that are gone) from the store.
- * Failures are logged, not returned: they cost disk, not correctness. */
-void kyb_agent_store_cleanup(const char *store_uri);
+/* Removes staging leftovers (of processes that are gone: no live process
+ * holds their flock) from a file:// store; remote stores are left to the
+ * uploader.  Returns how many were removed.  Failures are logged, not
+ * returned: they cost disk, not correctness. */
+size_t kyb_agent_store_cleanup(const char *store_uri);
 
 /* Deletes image `name` from the store; an image that is not there is no
  * error (*existed says). */
