@@ -29,6 +29,14 @@ static void write_text(const char *path, const char *text) {
   FUZZ_ASSERT(kyb_write_file_atomic(path, text, strlen(text), 0644, &err) == 0);
 }
 
+/* libFuzzer ends a timed run with exit(): the sandbox goes with it (a crash
+ * leaves it for a look). */
+static void remove_base(void) {
+  kyb_error *err = NULL;
+  if (kyb_remove_tree(base, &err) < 0)
+    kyb_error_free(err);
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc;
   (void)argv;
@@ -41,6 +49,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   snprintf(tar, sizeof(tar), "%s/in.tar", base);
   FUZZ_ASSERT(mkdir(outside, 0755) == 0);
   write_text(secret, SECRET);
+  atexit(remove_base);
   return 0;
 }
 
