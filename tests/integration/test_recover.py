@@ -5,40 +5,48 @@ container paused, its CUDA processes locked or checkpointed, a staging
 directory in the store -- undone from outside.
 
 Each test gets its own node and file store.  The killed checkpoint is a real
-one: `kybernate checkpoint --leave-running` at log level debug, SIGKILLed once
-its log says the CRIU dump started (the container is paused by then), or,
-with the libcuda TEST DOUBLE, once the double's call log shows the GPU lock
-while the driver's checkpoint call is held by the double's delay knob.
+one: `kybernate checkpoint --leave-running`, SIGKILLed while containerd's
+Tasks.Checkpoint is in flight (a `criu` wrapper on the node holds runc's
+return once the dump is written, until the test opens its gate), or once its
+log says the CRIU dump starts (the container is paused by then), or, with the
+libcuda TEST DOUBLE, once the double's call log shows the GPU lock while the
+driver's checkpoint call is held by the double's delay knob.
 
 What is checked:
-  (a) killed mid-dump: the task ends up PAUSED with its cgroup frozen and a
-      .staging-* dir in the store; `recover C` exits 0 saying it resumed the
-      task and removed the leftover, the task is RUNNING with the same pid,
-      the counter goes on with no line lost or repeated and its memory
-      checksum intact, the store is empty; with no CUDA driver one info line
-      says the GPU step was skipped; a second `recover` (--json) says nothing
-      needed doing and exits 0;
+  (a) killed with the checkpoint call in flight: the cgroup frozen and a
+      .staging-* dir in the store; `recover C`, started while the shim is
+      still busy with that call (task status unknown), waits behind it and,
+      once the call is let go, exits 0 saying it resumed the task and removed
+      the leftover; the task is RUNNING with the same pid, the counter goes
+      on with no line lost or repeated and its memory checksum intact, the
+      store is empty; with no CUDA driver one info line says the GPU step was
+      skipped; a second `recover` (--json) says nothing needed doing, exit 0;
   (b) a container that is not there (by id, in another namespace, by pod)
       or containerd unreachable: exit 1 and a clear error; a bad command line
       exits 2;
   (c) GPU double: killed after the GPU checkpoint, mid-dump -> the process is
-      CHECKPOINTED and the task paused; `recover` resumes, then the double's
-      log shows restore -> unlock, the process is RUNNING, the container
-      counts on.  Killed while the driver checkpoints -> the process is
-      LOCKED and the task still runs; `recover --json` only unlocks it;
-  (d) --json output shape, and --stop: a paused task is ended, not resumed.
+      CHECKPOINTED and the task paused; `recover` with the driver's restore
+      failing (a fault of the double) resumes the task, exits 1 and names the
+      process left CHECKPOINTED; `recover` again: the double's log shows
+      restore -> unlock, the process is RUNNING, the container counts on.
+      Killed while the driver checkpoints -> the process is LOCKED and the
+      task still runs; `recover --json` only unlocks it;
+  (d) --json output shape; --stop: a paused task is ended, not resumed, and
+      a staging dir whose flock a live process holds is left alone.
 """
 
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.harness import procs
+from tests.harness import procs, tool_path
 from tests.harness.checks import wait_for
 from tests.integration.test_checkpoint import (Background, Store, assert_counting_on, mem_ok,
                                                start_counter, task_status)
@@ -119,6 +127,54 @@ def gnode(make_node, cuda):
     return make_node("g", env=cuda.node_env())
 
 
+# The `criu` the gated node's runc finds (paths baked in: runc runs it with
+# containerd's environment).  It runs the real CRIU; when a dump has just
+# written its inventory into a staging dir of the test's store, it touches
+# `marker` and holds there until `gate` exists -- so runc, the shim and
+# containerd are still inside Tasks.Checkpoint when the test kills the CLI.
+GATED_CRIU = """#!{python}
+# TEST wrapper around criu (tests/integration/test_recover.py).
+import glob, os, subprocess, sys, time
+rc = subprocess.call([{criu!r}] + sys.argv[1:], close_fds=False)
+if glob.glob({store!r} + "/.staging-*/criu/inventory.img"):
+    open({marker!r}, "w").close()
+    while not os.path.exists({gate!r}):
+        time.sleep(0.05)
+sys.exit(rc)
+"""
+
+
+class Gate:
+    def __init__(self, d: Path):
+        self.marker, self.gate = d / "dump-done", d / "open"
+
+    def wait_held(self, p: Background) -> None:
+        """Until a dump ended and the wrapper holds runc's checkpoint."""
+        wait_for(lambda: self.marker.exists() or p.proc.poll() is not None, 120,
+                 "the dump held by the criu wrapper", interval=0.01)
+        assert self.marker.exists(), f"rc {p.proc.returncode}\n{p.stderr()}"
+
+    def open(self) -> None:
+        self.gate.touch()
+
+
+@pytest.fixture
+def gated(make_node, store, tmp_path):
+    """(node, Gate): a node whose runc runs CRIU through GATED_CRIU."""
+    d = tmp_path / "gate"
+    (d / "bin").mkdir(parents=True)
+    g = Gate(d)
+    real = shutil.which("criu", path=tool_path())
+    assert real, f"criu not on {tool_path()}"
+    w = d / "bin" / "criu"
+    w.write_text(GATED_CRIU.format(python=sys.executable, criu=real, store=str(store.path),
+                                   marker=str(g.marker), gate=str(g.gate)))
+    w.chmod(0o755)
+    node = make_node("r", env={"PATH": f"{d / 'bin'}:{tool_path()}"})
+    yield node, g
+    g.open()  # never leave a wrapper waiting
+
+
 def freezer_state(pid: int) -> str:
     """The cgroup-v1 freezer state of the cgroup `pid` is in (FROZEN, THAWED)."""
     for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
@@ -160,28 +216,48 @@ def assert_json_shape(j: dict) -> None:
 
 # ------------------------------------------------------------------ tests
 
-def test_recover_after_killed_checkpoint(node, kyb, start_checkpoint, store):
-    """(a) SIGKILL mid-dump: paused, frozen, staging left; recover brings it
-    all back; a second recover has nothing to do."""
+def test_recover_after_killed_checkpoint(gated, kyb, binary, start_checkpoint, store):
+    """(a) SIGKILL while containerd's checkpoint call is in flight: paused,
+    frozen, staging left; recover brings it all back; a second recover has
+    nothing to do."""
+    node, gate = gated
     log, checksum = start_counter(node, "r1", "--file", "/data/state", mem=256)
     pid = node.tasks()["r1"][0]
     oks_before = len(mem_ok(log))
 
     p = start_checkpoint("r1", node=node, store=store.uri)
-    p.wait_line("criu_dump ...")  # logged after the pause, as the dump starts
+    gate.wait_held(p)  # the dump is written; runc has not returned it yet
     kill_checkpoint(p)
-    wait_paused(node, "r1", pid)
+    assert freezer_state(pid) == "FROZEN"
     left = staging(store)
     assert len(left) == 1 and left[0].startswith(".staging-r1-"), store.entries()
 
-    r = kyb("recover", "r1", node=node, store=store.uri)
-    assert r.returncode == 0, f"rc {r.returncode}\n{r.stdout}\n{r.stderr}"
-    assert r.stdout == (f"container r1: was paused, resumed; 0 CUDA process(es), 0 restored and "
-                        f"unlocked; task now running; 1 staging leftover(s) removed from "
-                        f"{store.uri}\n"), r.stdout
-    assert "error" not in r.stderr, r.stderr
-    skipped = [ln for ln in r.stderr.splitlines() if SKIPPED_LINE in ln]
-    assert len(skipped) == 1 and "info" in skipped[0], r.stderr
+    # Recover while that call is still in flight (containerd does not cancel
+    # it when its client is gone; the shim is busy, the task's status
+    # unknown): the resume waits behind it, and recover with it, until the
+    # wrapper lets runc return.
+    env = {**_clean_env(), "KYBERNATE_LIBCUDA": "/nonexistent/libcuda.so.1"}
+    rec = Background([binary, "--address", str(node.socket), "--store", store.uri,
+                      "--log-level", "info", "recover", "r1"], env)
+    try:
+        rec.wait_line("container r1 is ")  # "... is paused|unknown: resuming it"
+        assert "resuming it" in rec.stderr(), rec.stderr()
+        assert task_status(node, "r1") == "UNKNOWN"  # the shim is busy with the dump
+        assert rec.proc.poll() is None, rec.stderr()  # and recover waits behind it
+        gate.open()
+        rc = rec.finish(timeout=180)
+    finally:
+        if rec.proc.poll() is None:
+            rec.proc.kill()
+            rec.proc.wait()
+    out, err = rec.stdout(), rec.stderr()
+    assert rc == 0, f"rc {rc}\n{out}\n{err}"
+    assert out == (f"container r1: was paused, resumed; 0 CUDA process(es), 0 restored and "
+                   f"unlocked; task now running; 1 staging leftover(s) removed from "
+                   f"{store.uri}\n"), out
+    assert "error" not in err, err
+    skipped = [ln for ln in err.splitlines() if SKIPPED_LINE in ln]
+    assert len(skipped) == 1 and "info" in skipped[0], err
     assert store.entries() == [], store.entries()
     assert freezer_state(pid) == "THAWED"
     assert_counting_on(node, "r1", log, pid=pid)
@@ -254,9 +330,23 @@ def test_recover_gpu_checkpointed(gnode, cuda, kyb, start_checkpoint, store):
     assert before[:2] == [f"lock {pid} CUDA_SUCCESS", f"checkpoint {pid} CUDA_SUCCESS"], before
     assert all(c.startswith("criu ") for c in before[2:]), before
 
+    # The driver's restore fails first: exit 1, the error names what is
+    # left (the process still CHECKPOINTED); the task was resumed all the same.
+    r = kyb("recover", "g1", node=gnode, store=store.uri,
+            env=cuda.cli_env(fail=f"restore:pid={pid}:CUDA_ERROR_UNKNOWN"))
+    assert r.returncode == 1, f"rc {r.returncode}\n{r.stdout}\n{r.stderr}"
+    assert r.stdout.startswith("container g1: was paused, resumed; 1 CUDA process(es), 0 restored "
+                               "and unlocked; task now running"), r.stdout
+    assert re.search(r"^kybernate: error: recover container g1: GPU restore: 1 failure\(s\), "
+                     rf"not running: pid {pid} CHECKPOINTED: .*CUDA_ERROR_UNKNOWN", r.stderr,
+                     re.M), r.stderr
+    assert cuda.proc_state(pid) == "CHECKPOINTED"
+    assert task_status(gnode, "g1") == "RUNNING"
+    before = cuda.calls()
+
     r = kyb("recover", "g1", node=gnode, store=store.uri, env=cuda.cli_env())
     assert r.returncode == 0, f"rc {r.returncode}\n{r.stdout}\n{r.stderr}"
-    assert r.stdout.startswith("container g1: was paused, resumed; 1 CUDA process(es), 1 restored "
+    assert r.stdout.startswith("container g1: was not paused; 1 CUDA process(es), 1 restored "
                                "and unlocked; task now running"), r.stdout
     assert cuda.calls()[len(before):] == [f"restore {pid} CUDA_SUCCESS",
                                           f"unlock {pid} CUDA_SUCCESS"], cuda.calls()
@@ -276,7 +366,10 @@ def test_recover_gpu_locked(gnode, cuda, kyb, start_checkpoint, store):
 
     p = start_checkpoint("g2", node=gnode, store=store.uri,
                          env=cuda.cli_env(fail=f"checkpoint:pid={pid}:delay=60000"))
-    wait_for(lambda: f"lock {pid} CUDA_SUCCESS" in cuda.calls() or p.proc.poll() is not None,
+    # The double logs a call before it writes the new state back: wait for
+    # LOCKED in the state file itself, so the kill cannot cut that write.
+    # The checkpoint call then holds (60 s) before it changes anything.
+    wait_for(lambda: f"proc {pid} LOCKED" in cuda.state.read_text() or p.proc.poll() is not None,
              60, "the GPU lock", interval=0.01)
     kill_checkpoint(p)
     assert cuda.proc_state(pid) == "LOCKED"
