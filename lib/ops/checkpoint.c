@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/statvfs.h>
 #include <time.h>
 
 #include "containerd/client.h"
@@ -31,6 +33,8 @@
 #define DEFAULT_NAMESPACE "default"
 #define DEFAULT_DUMP_TIMEOUT_MS (30LL * 60 * 1000)
 #define CRIU_ERROR_LINES 8
+/* Less free space than this after a failed dump: the store was full. */
+#define STORE_FULL_BYTES (4u << 20)
 
 /* Everything one checkpoint holds; released in one place. */
 typedef struct {
@@ -246,6 +250,24 @@ static int stage_image(op_ctx *c, kyb_error **err) {
 
 /* The CRIU dump through containerd.  The task is paused; runc hands CRIU the
  * frozen cgroup and CRIU leaves it frozen, so nothing runs until step 6. */
+/* A full store is the commonest reason a dump fails, and CRIU's log is
+ * written into the same file system, so the line that says so can be cut
+ * short by the very lack of space: say it from statvfs.  NULL when the file
+ * system has room. */
+static char *store_full_note(const char *dir) {
+  struct statvfs sv;
+  if (dir == NULL || statvfs(dir, &sv) < 0)
+    return NULL;
+  uint64_t avail = (uint64_t)sv.f_bavail * (uint64_t)sv.f_frsize;
+  if (avail >= STORE_FULL_BYTES)
+    return NULL;
+  char *s = NULL;
+  if (asprintf(&s, "the store's file system is full (%llu bytes free under %s)",
+               (unsigned long long)avail, dir) < 0)
+    return NULL;
+  return s;
+}
+
 static int dump(op_ctx *c, kyb_error **err) {
   const kyb_checkpoint_opts *o = c->opts;
   kyb_ctd_checkpoint_opts co = {
@@ -261,15 +283,17 @@ static int dump(op_ctx *c, kyb_error **err) {
     return 0;
   cleanup_free char *log = kyb_path_join(c->work_dir, "dump.log");
   cleanup_free char *lines = log ? kyb_criu_log_errors(log, CRIU_ERROR_LINES) : NULL;
+  cleanup_free char *full = store_full_note(c->criu_dir);
   if (lines == NULL)
-    return kyb_error_wrap(err, "CRIU dump failed");
+    return full ? kyb_error_wrap(err, "CRIU dump failed: %s", full)
+                : kyb_error_wrap(err, "CRIU dump failed");
   /* CRIU's own words say why; containerd's message only says that runc
    * failed.  Keep both, CRIU's lines first: they name the cause. */
   kyb_error *inner = *err;
   *err = NULL;
   kyb_error_set(err, kyb_error_code(inner),
-                "CRIU dump failed; CRIU's log says:\n%s\n(containerd: %s)", lines,
-                kyb_error_message(inner));
+                "CRIU dump failed%s%s; CRIU's log says:\n%s\n(containerd: %s)", full ? ": " : "",
+                full ? full : "", lines, kyb_error_message(inner));
   kyb_error_free(inner);
   return -1;
 }
