@@ -15,7 +15,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
-#include <sys/statvfs.h>
 #include <time.h>
 
 #include "containerd/client.h"
