@@ -26,10 +26,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "agent/client.h"
 #include "ops/nodeconf.h"
+#include "ops/resolve.h"
 #include "runtime/decide.h"
 #include "runtime/delegate.h"
 #include "runtime/marker.h"
+#include "runtime/report.h"
 #include "runtime/restore.h"
 #include "runtime/runc_args.h"
 #include "runtime/runc_log.h"
@@ -59,6 +62,8 @@ static void usage(FILE *out) {
           "                               of the node config, else runc on PATH)\n"
           "  KYBERNATE_CONFIG             node config (default %s)\n"
           "  KYBERNATE_RUNTIME_STATE_DIR  restore markers (default %s)\n"
+          "  KYBERNATE_AGENT_SOCKET       the node agent (default: agentSocket of the node\n"
+          "                               config): remote images, restore outcomes\n"
           "  KYBERNATE_LOG_LEVEL          level of our lines in runc's --log (default warn)\n"
           "\n"
           "Options handled here (only as the sole argument):\n"
@@ -177,11 +182,20 @@ static char *absolute_bundle(const char *bundle) {
   return bundle != NULL && *bundle != '\0' ? kyb_path_join(cwd, bundle) : strdup(cwd);
 }
 
+/* The agent's socket for a restore outcome: $KYBERNATE_AGENT_SOCKET, else
+ * the node config's agentSocket (a config that cannot be read: none). */
+static const char *report_socket(rt_ctx *c) {
+  cleanup_error kyb_error *err = NULL;
+  if (getenv(KYB_AGENT_SOCKET_ENV) == NULL && load_conf(c, &err) < 0)
+    log_debug("no agent socket for the restore outcome: %s", kyb_error_message(err));
+  return kyb_resolve_agent_socket(c->conf_loaded ? &c->conf : NULL);
+}
+
 /* A restore that cannot happen: with kybernate.io/restore-fallback: cold
  * (and a rootfs that is not half-written) the container is created
- * normally, else the create fails. */
+ * normally, and the agent is told so; else the create fails. */
 static int restore_failed(rt_ctx *c, kyb_rt_fallback fallback, bool rootfs_partial,
-                          kyb_error *cause) {
+                          const json_t *annotations, const char *ref, kyb_error *cause) {
   cleanup_error kyb_error *err = cause;
   if (fallback != KYB_RT_FALLBACK_COLD)
     return fail(&c->g, err);
@@ -194,6 +208,7 @@ static int restore_failed(rt_ctx *c, kyb_rt_fallback fallback, bool rootfs_parti
                KYB_ANN_RESTORE_FALLBACK, kyb_error_message(err)) < 0)
     msg = NULL;
   tell(&c->g, "warning", msg ? msg : kyb_error_message(err));
+  kyb_rt_report_outcome(report_socket(c), annotations, true, kyb_error_message(err), ref);
   return pass_through(c);
 }
 
@@ -221,7 +236,7 @@ static int cmd_create(rt_ctx *c) {
     kyb_rt_fallback fb = d.fallback;
     kyb_rt_decision_clear(&d);
     kyb_runc_create_args_clear(&a);
-    return restore_failed(c, fb, false, steal_ptr(err));
+    return restore_failed(c, fb, false, kyb_rt_spec_annotations(spec), NULL, steal_ptr(err));
   }
   if (d.action != KYB_RT_RESTORE) {
     log_debug("create %s: %s", a.id, d.reason);
@@ -257,13 +272,15 @@ static int cmd_create(rt_ctx *c) {
         (unsigned long long)res.resolve_ms, (unsigned long long)res.rootfs_ms,
         (unsigned long long)res.criu_ms, res.gpu_ms, res.gpu_procs, res.gpu_remapped);
   bool partial = res.rootfs_partial;
-  kyb_rt_fallback fb = d.fallback;
   kyb_rt_restore_result_clear(&res);
-  kyb_rt_decision_clear(&d);
   kyb_runc_create_args_clear(&a);
   if (r == 0)
-    return 0;
-  return restore_failed(c, fb, partial, steal_ptr(err));
+    kyb_rt_report_outcome(report_socket(c), kyb_rt_spec_annotations(spec), false, NULL, d.ref);
+  else
+    r = restore_failed(c, d.fallback, partial, kyb_rt_spec_annotations(spec), d.ref,
+                       steal_ptr(err));
+  kyb_rt_decision_clear(&d);
+  return r;
 }
 
 int main(int argc, char **argv) {

@@ -20,6 +20,7 @@
 
 #include "agent/internal.h"
 #include "agent/recover.h"
+#include "agent/report.h"
 #include "kube/watch.h"
 #include "util/cleanup.h"
 #include "util/fs.h"
@@ -296,6 +297,10 @@ static int kube_setup(kyb_agent *a, kyb_error **err) {
   int r = kyb_kube_client_new(&kc, NULL, &a->watch_kc, err);
   if (r == 0)
     r = kyb_kube_client_new(&kc, NULL, &a->work_kc, err);
+  /* A report holds up a container's create: it must not wait long. */
+  kyb_kube_client_opts ro_opts = {.timeout_ms = KYB_AGENT_REPORT_KUBE_TIMEOUT_MS};
+  if (r == 0)
+    r = kyb_kube_client_new(&kc, &ro_opts, &a->report_kc, err);
   if (r == 0)
     log_info("Kubernetes API %s (%s)", kc.server, kc.source ? kc.source : "?");
   kyb_kube_config_clear(&kc);
@@ -303,7 +308,9 @@ static int kube_setup(kyb_agent *a, kyb_error **err) {
     return -1;
   kyb_kube_client_set_cancel(a->watch_kc, a->stop_fd, a->stop_flag);
   kyb_kube_recorder_opts ro = {.component = "kybernate-agent", .instance = a->cfg->node};
-  return kyb_kube_recorder_new(&ro, &a->rec, err);
+  if (kyb_kube_recorder_new(&ro, &a->rec, err) < 0)
+    return -1;
+  return kyb_kube_recorder_new(&ro, &a->report_rec, err);
 }
 
 static int setup(kyb_agent *a, const kyb_agent_config *cfg, kyb_error **err) {
@@ -339,7 +346,8 @@ static int setup(kyb_agent *a, const kyb_agent_config *cfg, kyb_error **err) {
   snprintf(uid, sizeof(uid), "pid-%d", (int)getpid());
   a->me.pod_name = cfg->pod_name ? cfg->pod_name : host;
   a->me.pod_uid = cfg->pod_uid ? cfg->pod_uid : uid;
-  if (pthread_mutex_init(&a->mu, NULL) != 0 || pthread_cond_init(&a->cv, NULL) != 0)
+  if (pthread_mutex_init(&a->mu, NULL) != 0 || pthread_cond_init(&a->cv, NULL) != 0 ||
+      pthread_mutex_init(&a->report_mu, NULL) != 0)
     return kyb_error_set(err, ENOMEM, "agent locks");
   if (!cfg->standalone && kube_setup(a, err) < 0)
     return -1;
@@ -348,6 +356,8 @@ static int setup(kyb_agent *a, const kyb_agent_config *cfg, kyb_error **err) {
 
 static void teardown(kyb_agent *a) {
   kyb_kube_recorder_free(a->rec);
+  kyb_kube_recorder_free(a->report_rec);
+  kyb_kube_client_free(a->report_kc);
   kyb_kube_client_free(a->watch_kc);
   kyb_kube_client_free(a->work_kc);
   kyb_nodeconf_clear(&a->nodeconf);
@@ -355,6 +365,7 @@ static void teardown(kyb_agent *a) {
   for (size_t i = 0; i < sizeof(a->worker_args) / sizeof(a->worker_args[0]); i++)
     free(a->worker_args[i]);
   pthread_mutex_destroy(&a->mu);
+  pthread_mutex_destroy(&a->report_mu);
   pthread_cond_destroy(&a->cv);
 }
 

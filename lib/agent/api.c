@@ -20,6 +20,7 @@
 
 #include "agent/internal.h"
 #include "agent/recover.h"
+#include "agent/report.h"
 #include "image/image.h"
 #include "store/store.h"
 #include "uploader/client.h"
@@ -374,6 +375,26 @@ static enum MHD_Result post_fetch(kyb_agent_api *api, struct MHD_Connection *c, 
   return send_json(c, status, answer);
 }
 
+/* ---- /v1/restore-outcome --------------------------------------------------------------- */
+
+static enum MHD_Result post_outcome(kyb_agent_api *api, struct MHD_Connection *c, const json_t *b) {
+  cleanup_error kyb_error *err = NULL;
+  kyb_agent_restore_report r = {0};
+  if (kyb_agent_restore_report_parse(b, &r, &err) < 0)
+    return send_json(c, 400, error_body(400, "%s", kyb_error_message(err)));
+  int status = 500;
+  json_t *answer = NULL;
+  if (kyb_agent_record_outcome(api->a, &r, &status, &err) < 0) {
+    log_warn_chain(err, "restore outcome not recorded");
+    answer = error_body(status, "%s", kyb_error_message(err));
+  } else {
+    answer = json_pack("{s:s, s:s}", "annotation", KYB_AGENT_OUTCOME_ANNOTATION, "outcome",
+                       r.cold ? "cold" : "restored");
+  }
+  kyb_agent_restore_report_clear(&r);
+  return send_json(c, status, answer);
+}
+
 /* ---- routing --------------------------------------------------------------------------- */
 
 static enum MHD_Result healthz(kyb_agent_api *api, struct MHD_Connection *c) {
@@ -394,7 +415,8 @@ static enum MHD_Result route(kyb_agent_api *api, struct MHD_Connection *c, const
   if (strcmp(url, "/v1/healthz") == 0 || strcmp(url, "/healthz") == 0)
     return get ? healthz(api, c) : send_json(c, 405, error_body(405, "GET only"));
   bool ckpt = strcmp(url, "/v1/checkpoint") == 0, fetch = strcmp(url, "/v1/images/fetch") == 0;
-  if (!ckpt && !fetch)
+  bool outcome = strcmp(url, "/v1/restore-outcome") == 0;
+  if (!ckpt && !fetch && !outcome)
     return send_json(c, 404, error_body(404, "no such endpoint: %.100s", url));
   if (!post)
     return send_json(c, 405, error_body(405, "POST only"));
@@ -406,6 +428,8 @@ static enum MHD_Result route(kyb_agent_api *api, struct MHD_Connection *c, const
   if (!json_is_object(b))
     return send_json(c, 400, error_body(400, "the body is not a JSON object: %s", jerr.text));
   log_info("%s %s", method, url);
+  if (outcome)
+    return post_outcome(api, c, b);
   return ckpt ? post_checkpoint(api, c, b) : post_fetch(api, c, b);
 }
 

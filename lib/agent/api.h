@@ -23,6 +23,14 @@
  *                           stores): the image's directory; oci:// and s3://:
  *                           through kybernate-uploader into the node cache (503
  *                           when no uploader is configured).
+ *   POST /v1/restore-outcome  (report.h) kybernate-runc's word on a pod's
+ *                           container: restored, or started cold (the
+ *                           fallback); recorded on the pod as annotation
+ *                           kybernate.io/restore-outcome and an Event:
+ *                           200 {"annotation", "outcome"}; 400 bad body,
+ *                           404 no such pod, 409 replaced, 403 another
+ *                           node's pod, 502 API server error, 503
+ *                           standalone.
  *
  * Request bodies are limited to KYB_AGENT_API_MAX_BODY; who can connect is
  * the socket's file mode (0660, root).

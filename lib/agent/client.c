@@ -214,3 +214,13 @@ int kyb_agent_client_checkpoint(kyb_agent_client *c, const json_t *body, json_t 
   *out = json_incref(j);
   return 0;
 }
+
+int kyb_agent_client_report_outcome(kyb_agent_client *c, const json_t *body, kyb_error **err) {
+  cleanup_free char *text = json_dumps(body, JSON_COMPACT);
+  if (text == NULL)
+    return kyb_error_set(err, ENOMEM, "agent request");
+  answer a = {0};
+  int r = call(c, "POST", "/v1/restore-outcome", text, KYB_AGENT_CLIENT_REPORT_TIMEOUT_S, &a, err);
+  free(a.buf);
+  return r;
+}

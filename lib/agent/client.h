@@ -36,6 +36,8 @@
 #define KYB_AGENT_CLIENT_HEALTH_TIMEOUT_S 10
 #define KYB_AGENT_CLIENT_FETCH_TIMEOUT_S 3600
 #define KYB_AGENT_CLIENT_CHECKPOINT_TIMEOUT_S 7200
+/* A restore outcome is sent from inside a container's create: short. */
+#define KYB_AGENT_CLIENT_REPORT_TIMEOUT_S 5
 
 typedef struct kyb_agent_client kyb_agent_client;
 
@@ -69,6 +71,10 @@ int kyb_agent_client_fetch(kyb_agent_client *c, const char *ref, kyb_agent_fetch
  * checked for those fields' types). */
 int kyb_agent_client_checkpoint(kyb_agent_client *c, const json_t *body, json_t **out,
                                 kyb_error **err);
+
+/* POST /v1/restore-outcome with `body` (report.h): 0 when the agent
+ * recorded it. */
+int kyb_agent_client_report_outcome(kyb_agent_client *c, const json_t *body, kyb_error **err);
 
 /* Parses a fetch answer (exposed for tests). */
 int kyb_agent_fetched_parse(const char *text, size_t len, kyb_agent_fetched *out, kyb_error **err);

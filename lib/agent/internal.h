@@ -51,6 +51,11 @@ typedef struct {
   kyb_kube_client *watch_kc; /* the informer's (main thread) */
   kyb_kube_client *work_kc;  /* the worker thread's */
   kyb_kube_recorder *rec;
+  /* Restore outcomes from kybernate-runc (report.h) arrive on the local
+   * API's threads: their own client (short timeout) and recorder. */
+  pthread_mutex_t report_mu;
+  kyb_kube_client *report_kc; /* NULL: standalone */
+  kyb_kube_recorder *report_rec;
 
   pthread_mutex_t mu; /* the queue and the fields below */
   pthread_cond_t cv;
@@ -155,6 +160,14 @@ void kyb_agent_api_stop(kyb_agent_api *api);
 /* The worker thread's side of a local job. */
 void kyb_agent_handle_local(kyb_agent *a, kyb_agent_local *l);
 void kyb_agent_local_finish(kyb_agent_local *l, int status, json_t *answer);
+
+/* ---- restore outcomes (report.c) ---- */
+struct kyb_agent_restore_report;
+/* Records r on its pod (annotation, Event); *status: the HTTP answer's
+ * status (200, or 404 no pod, 409 replaced, 403 another node's, 503
+ * standalone, 502 the API server failed). */
+int kyb_agent_record_outcome(kyb_agent *a, const struct kyb_agent_restore_report *r, int *status,
+                             kyb_error **err);
 
 /* ---- stores (job.c) ---- */
 /* file:// stores must be the node's (config, --store); 0 or -1. */

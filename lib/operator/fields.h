@@ -31,6 +31,8 @@
 #define KYB_OP_LABEL_RESTORE "kybernate.io/restore"
 #define KYB_OP_ANN_RESTORE_FROM "kybernate.io/restore-from"
 #define KYB_OP_ANN_FALLBACK "kybernate.io/restore-fallback"
+/* Written by the node agent from kybernate-runc's report (lib/agent/report.h). */
+#define KYB_OP_ANN_RESTORE_OUTCOME "kybernate.io/restore-outcome"
 #define KYB_OP_RUNTIME_CLASS "kybernate"
 #define KYB_OP_GPU_PRODUCT_LABEL "nvidia.com/gpu.product"
 #define KYB_OP_MAX_MESSAGE 32768

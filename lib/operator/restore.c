@@ -57,7 +57,8 @@ static void announce(kyb_op_ctx *x, const json_t *r, const json_t *st) {
     log_info("restore %s/%s completed: %s", ns_of(r), name_of(r), msg);
   else
     log_warn("restore %s/%s failed: %s: %s", ns_of(r), name_of(r), reason, msg);
-  kyb_op_event(x, r, ok ? "Normal" : "Warning", ok ? "Restored" : reason, msg);
+  bool cold = ok && strcmp(reason, "ColdStarted") == 0;
+  kyb_op_event(x, r, ok && !cold ? "Normal" : "Warning", ok && !cold ? "Restored" : reason, msg);
 }
 
 static int write_st(kyb_op_ctx *x, const json_t *r, const json_t *st, kyb_error **err) {

@@ -111,6 +111,36 @@ static bool all_running(const json_t *pod, int64_t *last) {
   return true;
 }
 
+/* Containers the node agent recorded as started cold (annotation
+ * kybernate.io/restore-outcome, a JSON object by container name):
+ * "container main: <reason>; container side: <reason>" into buf, in the
+ * spec's order; false when none.  The value is the pod's, so outside input:
+ * bounded, and anything malformed counts as no report. */
+static bool cold_started(const json_t *pod, char *buf, size_t size) {
+  const char *v = kyb_op_str(pod, "metadata", "annotations", KYB_OP_ANN_RESTORE_OUTCOME, NULL);
+  if (v == NULL || strlen(v) > (64u << 10))
+    return false;
+  json_error_t je;
+  cleanup_json json_t *all = json_loads(v, 0, &je);
+  size_t i, n = 0, used = 0;
+  json_t *c;
+  buf[0] = '\0';
+  json_array_foreach(kyb_op_get(pod, "spec", "containers", NULL), i, c) {
+    const char *name = kyb_op_str0(c, "name", NULL);
+    json_t *e = json_is_object(all) ? json_object_get(all, name) : NULL;
+    if (strcmp(kyb_op_str0(e, "outcome", NULL), "cold") != 0)
+      continue;
+    const char *reason = kyb_op_str0(e, "reason", NULL);
+    int w = snprintf(buf + used, size - used, "%scontainer %s: %s", n > 0 ? "; " : "", name,
+                     reason[0] != '\0' ? reason : "(no reason given)");
+    n++;
+    used += w > 0 ? (size_t)w : 0;
+    if (used >= size)
+      break;
+  }
+  return n > 0;
+}
+
 /* What the pod waits for, for the InProgress message. */
 static void waiting_for(const json_t *pod, char *buf, size_t size) {
   size_t i;
@@ -164,6 +194,14 @@ int kyb_op_restore_observe(json_t *status, const json_t *restore, const json_t *
         json_object_set_new(status, "phase", json_string("Completed")) < 0 ||
         json_object_set_new(status, "completedAt", json_string(now)) < 0)
       return kyb_error_set(err, ENOMEM, "restore status");
+    char cold[3072];
+    if (cold_started(pod, cold, sizeof(cold))) {
+      snprintf(msg, sizeof(msg),
+               "pod %s runs, started afresh (fallback Cold), not from the checkpoint: %s", pname,
+               cold);
+      return kyb_op_cond_set(status, "Ready", "True", "ColdStarted", msg, gen, now, err) < 0 ? -1
+                                                                                             : 0;
+    }
     snprintf(msg, sizeof(msg), "every container of pod %s runs from the checkpoint", pname);
     return kyb_op_cond_set(status, "Ready", "True", "Running", msg, gen, now, err) < 0 ? -1 : 0;
   }

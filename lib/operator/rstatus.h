@@ -3,7 +3,11 @@
  * Restores, pure: a Restore's status from its pod (docs/api.md, "Restore").
  *
  *  - Completed, Ready=True Running: the pod is Running and every container
- *    of its spec runs.
+ *    of its spec runs.  Ready=True ColdStarted instead when the node agent
+ *    recorded on the pod (annotation kybernate.io/restore-outcome, from
+ *    kybernate-runc's report) that a container took the cold fallback: the
+ *    message names each such container and why.  Still Completed: the
+ *    pod runs as asked (fallback Cold), only not from the checkpoint.
  *  - Failed, RestoreFailed: a container's create or start failed
  *    (StartError / CreateContainerError, now or as its last state: with
  *    restartPolicy Always the kubelet retries, the restore would fail again);

@@ -7,9 +7,14 @@
  * accepts names a valid image for each of its containers; a failure that
  * keeps the name (to fail the request in its status) keeps the metadata.
  * A job accepted has an operation, a valid image name and its references.
+ * And a restore outcome from kybernate-runc (kyb_agent_restore_report_parse,
+ * POST /v1/restore-outcome): one accepted names a pod and a container, a
+ * cold one has its reason, and the annotation made from it is a JSON
+ * object with the container's entry.
  */
 #include <jansson.h>
 
+#include "agent/report.h"
 #include "agent/request.h"
 #include "fuzz.h"
 #include "image/image.h"
@@ -49,6 +54,26 @@ static void agent(const json_t *obj) {
   kyb_agent_request_clear(&r);
 }
 
+static void outcome(const json_t *obj) {
+  kyb_error *err = NULL;
+  kyb_agent_restore_report r = {0};
+  int rc = kyb_agent_restore_report_parse(obj, &r, &err);
+  fuzz_check_rc(rc, &err);
+  if (rc == 0) {
+    FUZZ_ASSERT(r.pod_ns != NULL && r.pod_name != NULL && r.pod_uid != NULL && r.container != NULL);
+    FUZZ_ASSERT(!r.cold || r.reason != NULL);
+    /* The earlier value comes from the pod: the body's reason stands in. */
+    char *a = kyb_agent_outcome_annotation(r.reason, &r, 0);
+    FUZZ_ASSERT(a != NULL);
+    json_error_t jerr;
+    json_t *j = json_loads(a, 0, &jerr);
+    FUZZ_ASSERT(json_is_object(json_object_get(j, r.container)));
+    json_decref(j);
+    free(a);
+  }
+  kyb_agent_restore_report_clear(&r);
+}
+
 static void job(const char *body, size_t len) {
   static const char *const locals[] = {"file:///var/lib/kybernate/images", "file:///mnt/shared"};
   kyb_job_policy pol = {
@@ -72,8 +97,10 @@ static void job(const char *body, size_t len) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   json_error_t jerr;
   json_t *obj = json_loadb((const char *)data, size, JSON_REJECT_DUPLICATES, &jerr);
-  if (obj != NULL)
+  if (obj != NULL) {
     agent(obj);
+    outcome(obj);
+  }
   json_decref(obj);
   job((const char *)data, size);
   return 0;

@@ -38,6 +38,11 @@ What is checked:
   - an oci:// store (a real registry) through kybernate-uploader: staged
     locally, pushed, the local copy removed; /v1/images/fetch has the
     uploader fetch it; DeleteImage through the uploader;
+  - POST /v1/restore-outcome (kybernate-runc's report): bad bodies are
+    400 naming the field; a cold start becomes the pod's annotation
+    kybernate.io/restore-outcome and a Warning ColdStarted Event, a restore
+    another container's entry next to it; a replaced pod (another uid) is
+    409, a missing one 404, a pod of another node 403, none of them written;
   - two agents for one node: the second exits at once (host flock).
 
 Needs root (containerd) except the last test.
@@ -407,6 +412,72 @@ def test_missing_and_replaced_pod_fail(world):
     assert not [x for x in world.ctl_log() if x.startswith("checkpoint")]
     assert store_entries(world.store) == []
     assert world.task_status(cid) == "RUNNING"
+
+
+def test_restore_outcome_recorded_on_the_pod(world):
+    uid, _ = world.pod("web")
+    a = world.agent("agent-a")
+    ann = "kybernate.io/restore-outcome"
+
+    def post(body, raw=None):
+        conn = UnixHTTPConnection(str(a.socket), 30)
+        try:
+            conn.request("POST", "/v1/restore-outcome",
+                         body=raw if raw is not None else json.dumps(body),
+                         headers={"Content-Type": "application/json"})
+            r = conn.getresponse()
+            return r.status, json.loads(r.read() or b"{}")
+        finally:
+            conn.close()
+
+    def outcome():
+        v = (world.kc.get("v1", "pods", "web", NS)["metadata"].get("annotations") or {}).get(ann)
+        return json.loads(v) if v is not None else None
+
+    good = {"podNamespace": NS, "podName": "web", "podUID": uid, "container": "main",
+            "outcome": "cold", "reason": "file criu/pages-1.img has sha256 ab, the manifest says cd",
+            "imageRef": "file:///mnt/shared/web-1"}
+    bad = [(None, "{not json", "not a JSON object"),
+           ({k: v for k, v in good.items() if k != "outcome"}, None, '"outcome" must be'),
+           ({k: v for k, v in good.items() if k != "reason"}, None, '"reason" is required'),
+           ({**good, "podUID": 7}, None, '"podUID" must be a string'),
+           ({**good, "container": "Main_1"}, None, "not a container name"),
+           ({**good, "extra": True}, None, 'unknown field "extra"')]
+    for body, raw, text in bad:
+        st, ans = post(body, raw)
+        assert st == 400 and text in ans["error"]["message"], (body, raw, st, ans)
+    assert outcome() is None
+
+    st, ans = post(good)
+    assert st == 200 and ans == {"annotation": ann, "outcome": "cold"}, ans
+    got = outcome()
+    assert got["main"]["outcome"] == "cold" and got["main"]["reason"] == good["reason"], got
+    assert got["main"]["imageRef"] == good["imageRef"] and got["main"]["at"], got
+    evs = [e for e in world.kc.list("v1", "events", NS)["items"]
+           if e["involvedObject"]["name"] == "web" and e["reason"] == "ColdStarted"]
+    assert len(evs) == 1 and evs[0]["type"] == "Warning", evs
+    assert evs[0]["involvedObject"]["uid"] == uid and "container main started afresh" in \
+        evs[0]["message"] and "criu/pages-1.img" in evs[0]["message"], evs
+    # Another container's outcome goes next to it.
+    st, _ = post({**good, "container": "side", "outcome": "restored", "reason": None})
+    assert st == 200
+    assert set(outcome()) == {"main", "side"} and outcome()["side"]["outcome"] == "restored"
+    before = outcome()
+
+    # Never onto a replaced pod, a missing one, or one of another node.
+    st, ans = post({**good, "podUID": "not-" + uid})
+    assert st == 409 and "the outcome of a replaced pod" in ans["error"]["message"], ans
+    st, ans = post({**good, "podName": "ghost"})
+    assert st == 404, ans
+    other = counter_pod("elsewhere")
+    other["spec"]["nodeName"] = "node-other"
+    o = world.kc.create("v1", "pods", other, NS)
+    st, ans = post({**good, "podName": "elsewhere", "podUID": o["metadata"]["uid"]})
+    assert st == 403 and "not on this agent's node" in ans["error"]["message"], ans
+    assert ann not in (world.kc.get("v1", "pods", "elsewhere", NS)["metadata"].get(
+        "annotations") or {})
+    assert outcome() == before
+    world.kc.delete("v1", "pods", "elsewhere", NS, grace_period=0)
 
 
 def test_agent_killed_mid_dump_is_failed_by_next_agent(world):

@@ -845,7 +845,7 @@ EXPECTED_RIGHTS = {
     "kybernate-agent":
         _table("*", K, ["checkpointrequests"], ["get", "list", "watch"])
         | _table("*", K, ["checkpointrequests/status"], ["get", "update", "patch"])
-        | _table("*", "", ["pods"], ["get", "list", "watch"])
+        | _table("*", "", ["pods"], ["get", "list", "watch", "patch"])
         | _table("*", "", ["nodes"], ["get"])
         | _table("*", "", ["events"], ["create"])
         | _table("*", "events.k8s.io", ["events"], ["create"]),
@@ -867,6 +867,10 @@ def test_least_privilege_facts():
         return any(r[1] == group and r[2] == res and r[3] == verb for r in rights)
 
     assert not can(agent, "", "pods", "create"), "the agent must not create pods"
+    # patch only (the restore-outcome annotation): no update, no delete, no status
+    for verb in ("update", "delete", "deletecollection"):
+        assert not can(agent, "", "pods", verb), f"the agent must not {verb} pods"
+    assert not can(agent, "", "pods/status", "patch"), "the kubelet writes pod status"
     assert not can(agent, K, "checkpointrequests", "update"), "the agent must not change a request's spec"
     assert not can(agent, K, "checkpoints", "get"), "the agent works from CheckpointRequests only"
     assert not can(operator, K, "checkpointrequests/status", "update"), "the agent is the only status writer"

@@ -17,8 +17,11 @@ Two kinds of tests:
   sharing a file:// store, each with the kubelet stand-in
   (tests/harness/kubelet.py), the real kybernate-agent on A: a counter pod
   on A, a Checkpoint → Completed, a Restore onto B → a new pod on B whose
-  counter goes on from the checkpointed value; the Checkpoint deleted → its
-  image leaves the store.  And the operator, then the agent, SIGKILLed while
+  counter goes on from the checkpointed value, and B's agent records
+  kybernate-runc's outcome "restored" on the pod; the Checkpoint deleted → its
+  image leaves the store.  A Restore with fallback Cold of an image with a
+  flipped byte: the pod starts afresh, the Restore completes with Ready
+  ColdStarted and the pod gets a Warning ColdStarted Event.  And the operator, then the agent, SIGKILLed while
   the dump runs (a TEST wrapper around runc holds `runc checkpoint`): the
   Checkpoint ends Completed or Failed with a reason, never stuck, with one
   CheckpointRequest.
@@ -845,10 +848,10 @@ def counts_of(lines):
 class AgentProc:
     """The real kybernate-agent of one harness node."""
 
-    def __init__(self, cluster, name, node, node_name):
+    def __init__(self, cluster, name, node, node_name, socket=None):
         self.name = name
         base = cluster.base
-        self.socket = base / f"{name}.sock"
+        self.socket = socket or base / f"{name}.sock"
         self.log_path = base / f"{name}.log"
         self.cmd = [str(cluster.build_dir / "cmd" / "kybernate-agent"), "--node", node_name,
                     "--kubeconfig", str(cluster.w.kubeconfig), "--containerd", str(node.socket),
@@ -899,10 +902,18 @@ class Cluster:
         self.node_a, self.node_b, self.kubelet_a, self.kubelet_b = node_a, node_b, kubelet_a, \
             kubelet_b
         self.ctl, self.shared, self.config = ctl, shared, config
+        self.agent_b_socket = base / "agent-b.sock"
         self.agents = []
 
     def agent(self, name):
         a = AgentProc(self, name, self.node_a, "node-a")
+        self.agents.append(a)
+        return a.start()
+
+    def agent_b(self, name="agent-b"):
+        """The agent of node B, on the socket node B's containerd (and so
+        kybernate-runc there) names in KYBERNATE_AGENT_SOCKET."""
+        a = AgentProc(self, name, self.node_b, "node-b", socket=self.agent_b_socket)
         self.agents.append(a)
         return a.start()
 
@@ -951,8 +962,11 @@ def cluster(kube_api, kube_client, make_node, make_kubelet, nodes_base, build_di
     node_a = make_node("opa", env={"KYBERNATE_CONFIG": str(config),
                                    "KYBERNATE_RUNTIME_STATE_DIR": str(base / "rt-a"),
                                    "PATH": f"{bindir}:{tool_path()}"})
+    # kybernate-runc on B reports restore outcomes to B's agent (cluster.agent_b); on A no agent
+    # socket is configured: its reports are not sent.
     node_b = make_node("opb", env={"KYBERNATE_CONFIG": str(config),
-                                   "KYBERNATE_RUNTIME_STATE_DIR": str(base / "rt-b")})
+                                   "KYBERNATE_RUNTIME_STATE_DIR": str(base / "rt-b"),
+                                   "KYBERNATE_AGENT_SOCKET": str(base / "agent-b.sock")})
     ready = {"kybernate.io/runtime": "ready"}
     kubelet_a = make_kubelet(node_a, "node-a", labels=ready, backoff=1.0)
     kubelet_b = make_kubelet(node_b, "node-b", labels=ready, backoff=1.0)
@@ -1013,12 +1027,21 @@ def test_end_to_end_checkpoint_on_a_restore_on_b(cluster, root):
     # leaveRunning (default): the original counter runs on.
     cluster.kubelet_a.cri.wait_log(cid_a, lambda ls: counts_of(ls)[-1] > 20, 60)
 
+    cluster.agent_b()
     w.restore("counter-1-b", checkpointName="counter-1", nodeName="node-b",
               podTemplate={"name": "counter-b"})
     r = w.wait_phase("restores", "counter-1-b", "Completed", "Failed", timeout=240)
     assert phase(r) == "Completed", json.dumps(r["status"], indent=1)
     assert r["status"]["nodeName"] == "node-b" and r["status"]["podName"] == "counter-b"
+    # A real restore: kybernate-runc told B's agent, which recorded it on the pod.
+    assert cond(r, "Ready")["reason"] == "Running", cond(r, "Ready")
     pod_b = w.kc.get("v1", "pods", "counter-b", NS)
+    outcome = json.loads(pod_b["metadata"]["annotations"]["kybernate.io/restore-outcome"])
+    assert outcome["main"]["outcome"] == "restored" and outcome["main"]["imageRef"] == \
+        st["imageRef"], outcome
+    evs = events_of(w.kc, "counter-b", lambda ev: any(e["reason"] == "Restored" for e in ev))
+    assert any(e["reason"] == "Restored" and e["type"] == "Normal" for e in evs), evs
+    assert not any(e["reason"] == "ColdStarted" for e in evs), evs
     assert pod_b["spec"]["runtimeClassName"] == "kybernate"
     assert pod_b["metadata"]["annotations"]["kybernate.io/restore-from"] == st["restoreFrom"]
     cid_b = cluster.kubelet_b.container_id(NS, "counter-b")
@@ -1042,6 +1065,58 @@ def test_end_to_end_checkpoint_on_a_restore_on_b(cluster, root):
     # The restored pod is not the Checkpoint's: it runs on.
     n = counts_of(cluster.kubelet_b.cri.read_log(cid_b))[-1]
     cluster.kubelet_b.cri.wait_log(cid_b, lambda ls: counts_of(ls)[-1] >= n + 3, 60)
+
+
+def test_cold_fallback_is_reported(cluster, root):
+    """A Restore with fallback Cold whose image is broken (one flipped byte:
+    kybernate-runc's digest check fails): the pod runs, started afresh (the
+    counter begins at 1); kybernate-runc tells B's agent, which annotates the
+    pod and records a Warning ColdStarted Event on it; the Restore completes
+    with Ready True ColdStarted naming the container and the reason, not
+    Running."""
+    w = cluster.w
+    cluster.counter_pod("counter")
+    w.operator("op")
+    cluster.agent("agent-a")
+    cluster.agent_b()
+    w.checkpoint("counter-1", "counter")
+    ck = w.wait_phase("checkpoints", "counter-1", "Completed", "Failed", timeout=240)
+    assert phase(ck) == "Completed", json.dumps(ck["status"], indent=1)
+    pages = cluster.shared / ck["status"]["imageRef"].rsplit("/", 1)[1] / "criu" / "pages-1.img"
+    data = bytearray(pages.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    pages.write_bytes(bytes(data))
+
+    w.restore("counter-cold", checkpointName="counter-1", nodeName="node-b", fallback="Cold",
+              podTemplate={"name": "counter-cold"})
+    r = w.wait_phase("restores", "counter-cold", "Completed", "Failed", timeout=240)
+    assert phase(r) == "Completed", json.dumps(r["status"], indent=1)
+    ready = cond(r, "Ready")
+    assert ready["status"] == "True" and ready["reason"] == "ColdStarted", ready
+    assert "started afresh (fallback Cold)" in ready["message"], ready
+    assert "container main: " in ready["message"] and "criu/pages-1.img" in ready["message"], ready
+    # Fresh: the counter starts at 1, not where the checkpoint was.
+    cid = cluster.kubelet_b.container_id(NS, "counter-cold")
+    lines = cluster.kubelet_b.cri.wait_log(cid, lambda ls: len(counts_of(ls)) >= 3, 60)
+    assert counts_of(lines)[0] == 1, lines[:5]
+    assert_consecutive(counts_of(lines), 1)
+    pod = w.kc.get("v1", "pods", "counter-cold", NS)
+    outcome = json.loads(pod["metadata"]["annotations"]["kybernate.io/restore-outcome"])
+    assert outcome["main"]["outcome"] == "cold", outcome
+    assert "criu/pages-1.img" in outcome["main"]["reason"], outcome
+    evs = events_of(w.kc, "counter-cold", lambda ev: any(e["reason"] == "ColdStarted" for e in ev))
+    (cold,) = [e for e in evs if e["reason"] == "ColdStarted" and
+               e["involvedObject"]["kind"] == "Pod"]
+    assert cold["type"] == "Warning" and cold["involvedObject"]["kind"] == "Pod", cold
+    assert cold["involvedObject"]["uid"] == pod["metadata"]["uid"], cold
+    assert "container main started afresh" in cold["message"], cold
+    assert "criu/pages-1.img" in cold["message"], cold
+    assert not any(e["reason"] == "Restored" for e in evs), evs
+    # The Restore's own Event says it too.
+    revs = events_of(w.kc, "counter-cold", lambda ev: any(
+        e["involvedObject"]["kind"] == "Restore" for e in ev))
+    assert any(e["involvedObject"]["kind"] == "Restore" and e["reason"] == "ColdStarted" and
+               e["type"] == "Warning" for e in revs), revs
 
 
 def test_restarts_mid_checkpoint(cluster, root):

@@ -9,7 +9,10 @@ under handler `kybernate` with the pod annotation kybernate.io/restore-from,
 comes up restored: its log goes on from the checkpointed count, its memory
 checksum holds, its open --file is intact.  Then the refusals (missing image,
 another namespace's image, a corrupted file, a path as reference, a CRIU
-failure), each leaving no half-created container, and the cold fallback.
+failure), each leaving no half-created container, and the cold fallback —
+which also starts the container when the restore outcome it reports to the
+node agent (docs/runtime.md, "Reporting the outcome") cannot be delivered: no
+agent configured, no socket, an agent that never answers.
 
 What CRIU guarantees, and so what is asserted exactly: the restored process
 goes on from the instruction where the dump froze it.  Every line it printed
@@ -90,22 +93,26 @@ class RestoreNode:
         return self.node.runc_root / K8S / cid
 
 
-@pytest.fixture
-def rnode(make_node, nodes_base, build_dir):
+def make_rnode(make_node, nodes_base, build_dir, env=None) -> RestoreNode:
     # nodes_base is shared by the session: a private dir for this test.
     mine = Path(tempfile.mkdtemp(prefix="rt-", dir=nodes_base))
     store, state, config = mine / "store", mine / "state", mine / "kybernate.json"
     store.mkdir()
     config.write_text(json.dumps({"defaultStore": f"file://{store}"}))
     node = make_node("rt", start=False, env={"KYBERNATE_CONFIG": str(config),
-                                             "KYBERNATE_RUNTIME_STATE_DIR": str(state)})
+                                             "KYBERNATE_RUNTIME_STATE_DIR": str(state),
+                                             **(env or {})})
     left = Leftovers(node)
     node.start()
     return RestoreNode(node, left, store, state, build_dir, mine)
 
 
 @pytest.fixture
-def kubelet(rnode):
+def rnode(make_node, nodes_base, build_dir):
+    return make_rnode(make_node, nodes_base, build_dir)
+
+
+def cri_kubelet(rnode):
     try:
         k = Kubelet.for_node(rnode.node)
     except CriSetupError as e:
@@ -116,6 +123,11 @@ def kubelet(rnode):
             k.teardown_all()
     finally:
         k.close()
+
+
+@pytest.fixture
+def kubelet(rnode):
+    yield from cri_kubelet(rnode)
 
 
 # ---------------------------------------------------------------- helpers
@@ -351,6 +363,8 @@ def test_refusals_leave_nothing_and_cold_fallback(rnode, kubelet):
     log_json = [json.loads(ln) for ln in
                 (rnode.node.bundles_dir / K8S / cold / "log.json").read_text().splitlines()]
     assert any(e["level"] == "warning" and "no-such-image" in e["msg"] for e in log_json)
+    # No agent socket on this node: no restore outcome is sent, nothing complains.
+    assert not any("restore outcome" in e["msg"] for e in log_json), log_json
     assert cold not in rnode.markers()
 
     # A CRIU failure: the image holds a bind mount the new container lacks.
@@ -388,3 +402,51 @@ def test_refusals_leave_nothing_and_cold_fallback(rnode, kubelet):
     assert "criu/pages-1.img" in details and "sha256" in details, details
 
     teardown_pods(rnode, kubelet, *sids)
+
+
+@pytest.fixture
+def agentless(make_node, nodes_base, build_dir, tmp_path):
+    """A node whose containerd names an agent socket where no agent answers."""
+    sock = Path(tempfile.mkdtemp(prefix="ag-", dir="/tmp")) / "agent.sock"
+    rn = make_rnode(make_node, nodes_base, build_dir, env={"KYBERNATE_AGENT_SOCKET": str(sock)})
+    rn.agent_socket = sock
+    return rn
+
+
+def test_cold_fallback_reports_best_effort(agentless):
+    """The restore outcome kybernate-runc sends to the agent never stops a
+    container: with no socket at the configured path, and with a socket
+    whose listener never answers (the report's timeout), the cold fallback
+    still starts the container afresh; the failed report is a warning in
+    runc's log."""
+    import socket
+    import time
+    rnode = agentless
+    sids = []
+    for k in cri_kubelet(rnode):
+        def cold_start(what):
+            sid = k.run_pod("counter", NAMESPACE, handler="kybernate",
+                            annotations={RESTORE_FROM: "no-such-image", FALLBACK: "cold"})
+            cid = create_counter(k, sid)
+            t0 = time.monotonic()
+            k.start_container(cid)
+            k.wait_state(cid, "RUNNING")
+            took = time.monotonic() - t0
+            assert_consecutive(counts_of(wait_counts(k, cid, 3)), 1)
+            log = [json.loads(ln) for ln in
+                   (rnode.node.bundles_dir / K8S / cid / "log.json").read_text().splitlines()]
+            notes = [e["msg"] for e in log if "restore outcome" in e["msg"]]
+            assert len(notes) == 1 and "not reported, the container starts anyway" in notes[0] \
+                and what in notes[0], notes
+            sids.append(sid)
+            return took
+
+        cold_start("no socket there")
+        # A listener that accepts and never answers: the report gives up
+        # after its timeout (KYB_AGENT_CLIENT_REPORT_TIMEOUT_S, 5 s).
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as srv:
+            srv.bind(str(rnode.agent_socket))
+            srv.listen(8)
+            took = cold_start("no answer within 5.0 s")
+        assert took < 60, f"the create took {took:.1f} s"
+        teardown_pods(rnode, k, *sids)

@@ -3,7 +3,9 @@
  * the privileged agent accepts from the API server -- defaults, names,
  * store URIs and image references (no host path a request makes up), the
  * pod's namespace, the node label, limits -- the request-fixed image names,
- * and the local API's checkpoint body (lib/agent/api.c). */
+ * the local API's checkpoint body (lib/agent/api.c), and kybernate-runc's
+ * restore outcome body with the pod annotation made from it
+ * (lib/agent/report.c). */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,6 +15,7 @@
 #include <cmocka.h>
 
 #include "agent/api.h"
+#include "agent/report.h"
 #include "agent/request.h"
 #include "image/image.h"
 #include "util/cleanup.h"
@@ -312,6 +315,123 @@ static void test_local_checkpoint_body(void **state) {
   }
 }
 
+static int report_of(const char *body, kyb_agent_restore_report *r, kyb_error **err) {
+  cleanup_json json_t *b = json_loads(body, JSON_ALLOW_NUL, NULL); /* the parser's own NUL check */
+  assert_non_null(b);
+  return kyb_agent_restore_report_parse(b, r, err);
+}
+
+#define GOOD_POD "\"podNamespace\": \"shop\", \"podName\": \"web-1\", \"podUID\": \"0b7e1c58-5f5e\""
+
+static void test_restore_outcome_body(void **state) {
+  (void)state;
+  kyb_agent_restore_report r = {0};
+  cleanup_error kyb_error *err = NULL;
+  assert_int_equal(report_of("{" GOOD_POD ", \"container\": \"main\", \"outcome\": \"cold\","
+                             " \"reason\": \"no such image\", \"imageRef\": \"web-1-x\"}",
+                             &r, &err),
+                   0);
+  assert_true(r.cold);
+  assert_string_equal(r.pod_ns, "shop");
+  assert_string_equal(r.pod_name, "web-1");
+  assert_string_equal(r.pod_uid, "0b7e1c58-5f5e");
+  assert_string_equal(r.container, "main");
+  assert_string_equal(r.reason, "no such image");
+  assert_string_equal(r.image_ref, "web-1-x");
+  kyb_agent_restore_report_clear(&r);
+  /* A restore needs no reason and no reference. */
+  assert_int_equal(
+      report_of("{" GOOD_POD ", \"container\": \"main\", \"outcome\": \"restored\"}", &r, &err), 0);
+  assert_false(r.cold);
+  assert_null(r.reason);
+  assert_null(r.image_ref);
+  kyb_agent_restore_report_clear(&r);
+
+  char long_reason[KYB_AGENT_REPORT_MAX_REASON + 256];
+  snprintf(long_reason, sizeof(long_reason),
+           "{" GOOD_POD ", \"container\": \"main\", \"outcome\": \"cold\", \"reason\": \"%0*d\"}",
+           (int)KYB_AGENT_REPORT_MAX_REASON + 1, 0);
+  const char *bad[][2] = {
+      {"[]", "must be a JSON object"},
+      {"{" GOOD_POD ", \"container\": \"main\", \"outcome\": \"warm\"}", "\"outcome\" must be"},
+      {"{" GOOD_POD ", \"container\": \"main\"}", "\"outcome\" must be"},
+      {"{" GOOD_POD ", \"container\": \"main\", \"outcome\": \"cold\"}", "\"reason\" is required"},
+      {"{" GOOD_POD ", \"container\": \"main\", \"outcome\": \"cold\", \"reason\": \"\"}",
+       "\"reason\" is not"},
+      {"{" GOOD_POD ", \"container\": \"main\", \"outcome\": \"cold\", \"reason\": \"a\\nb\"}",
+       "without control characters"},
+      {"{" GOOD_POD ", \"container\": \"main\", \"outcome\": \"cold\", \"reason\": 3}",
+       "\"reason\" must be a string"},
+      {"{" GOOD_POD ", \"outcome\": \"restored\"}", "\"container\" is required"},
+      {"{" GOOD_POD ", \"container\": \"Main!\", \"outcome\": \"restored\"}",
+       "not a container name"},
+      {"{\"podNamespace\": \"Shop\", \"podName\": \"w\", \"podUID\": \"u\", \"container\": \"m\","
+       " \"outcome\": \"restored\"}",
+       "not a namespace name"},
+      {"{\"podNamespace\": \"s\", \"podName\": \"../w\", \"podUID\": \"u\", \"container\": \"m\","
+       " \"outcome\": \"restored\"}",
+       "not a pod name"},
+      {"{\"podNamespace\": \"s\", \"podName\": \"w\", \"podUID\": \"u/1\", \"container\": \"m\","
+       " \"outcome\": \"restored\"}",
+       "not a pod uid"},
+      {"{\"podNamespace\": \"s\", \"podName\": \"w\", \"container\": \"m\", \"outcome\": "
+       "\"restored\"}",
+       "\"podUID\" is required"},
+      {"{" GOOD_POD ", \"container\": \"m\", \"outcome\": \"restored\", \"node\": \"x\"}",
+       "unknown field \"node\""},
+      {"{" GOOD_POD
+       ", \"container\": \"m\", \"outcome\": \"restored\", \"imageRef\": \"a\\u0000b\"}",
+       "\"imageRef\" is not"},
+      {long_reason, "\"reason\" is not"},
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    kyb_error_clear(&err);
+    kyb_agent_restore_report x = {0};
+    assert_int_equal(report_of(bad[i][0], &x, &err), -1);
+    assert_int_equal(kyb_error_code(err), EINVAL);
+    if (strstr(kyb_error_message(err), bad[i][1]) == NULL)
+      fail_msg("%.80s: \"%s\" not in \"%s\"", bad[i][0], bad[i][1], kyb_error_message(err));
+    assert_null(x.pod_ns);
+  }
+}
+
+static void test_restore_outcome_annotation(void **state) {
+  (void)state;
+  kyb_agent_restore_report r = {
+      .container = "main", .cold = true, .reason = "bad digest", .image_ref = "web-1-x"};
+  int64_t t = 1796140800LL * SEC; /* 2026-12-01T16:00:00Z */
+  cleanup_free char *a = kyb_agent_outcome_annotation(NULL, &r, t);
+  assert_string_equal(a, "{\"main\":{\"at\":\"2026-12-01T16:00:00Z\",\"imageRef\":\"web-1-x\","
+                         "\"outcome\":\"cold\",\"reason\":\"bad digest\"}}");
+  /* Another container's entry stays; this one's is replaced. */
+  kyb_agent_restore_report side = {.container = "side", .cold = false};
+  cleanup_free char *b = kyb_agent_outcome_annotation(a, &side, t);
+  assert_string_equal(b, "{\"main\":{\"at\":\"2026-12-01T16:00:00Z\",\"imageRef\":\"web-1-x\","
+                         "\"outcome\":\"cold\",\"reason\":\"bad digest\"},\"side\":{\"at\":"
+                         "\"2026-12-01T16:00:00Z\",\"outcome\":\"restored\"}}");
+  r.cold = false;
+  r.reason = NULL;
+  cleanup_free char *c = kyb_agent_outcome_annotation(b, &r, t);
+  assert_non_null(strstr(c, "\"main\":{\"at\":\"2026-12-01T16:00:00Z\",\"imageRef\":\"web-1-x\","
+                            "\"outcome\":\"restored\"}"));
+  /* A malformed value on the pod is replaced, not kept. */
+  cleanup_free char *d = kyb_agent_outcome_annotation("[1,2", &side, t);
+  assert_string_equal(d, "{\"side\":{\"at\":\"2026-12-01T16:00:00Z\",\"outcome\":\"restored\"}}");
+  /* A long reason is cut on a character boundary, marked. */
+  char reason[KYB_AGENT_REPORT_KEPT_REASON * 2];
+  memset(reason, 'a', sizeof(reason));
+  memcpy(reason + KYB_AGENT_REPORT_KEPT_REASON - 5, "\xc3\xa9\xc3\xa9",
+         4); /* the cut falls on the 2nd */
+  reason[sizeof(reason) - 1] = '\0';
+  kyb_agent_restore_report l = {.container = "main", .cold = true, .reason = reason};
+  cleanup_free char *e = kyb_agent_outcome_annotation(NULL, &l, t);
+  cleanup_json json_t *j = json_loads(e, 0, NULL);
+  assert_non_null(j);
+  const char *kept = json_string_value(json_object_get(json_object_get(j, "main"), "reason"));
+  assert_true(strlen(kept) <= KYB_AGENT_REPORT_KEPT_REASON);
+  assert_non_null(strstr(kept, "\xc3\xa9..."));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_valid_with_defaults),
@@ -322,6 +442,8 @@ int main(void) {
       cmocka_unit_test(test_delete_image_requests),
       cmocka_unit_test(test_image_names),
       cmocka_unit_test(test_local_checkpoint_body),
+      cmocka_unit_test(test_restore_outcome_body),
+      cmocka_unit_test(test_restore_outcome_annotation),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

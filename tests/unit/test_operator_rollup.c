@@ -383,6 +383,50 @@ static void test_restore_observe_running(void **state) {
                       "every container of pod wake runs from the checkpoint");
 }
 
+/* kybernate-runc took the cold fallback and the agent recorded it on the
+ * pod: Completed still, but Ready says ColdStarted and why; an outcome
+ * "restored", a malformed annotation or another container's name does not. */
+static void test_restore_observe_cold_started(void **state) {
+  (void)state;
+  static const char *const running =
+      "{\"phase\": \"Running\", \"containerStatuses\": [{\"name\": \"main\", \"state\":"
+      " {\"running\": {\"startedAt\": \"2026-12-01T14:00:05Z\"}}}]}";
+  static const struct {
+    const char *annotation, *reason, *needle;
+  } cases[] = {
+      {"{\"main\": {\"outcome\": \"cold\", \"reason\": \"file criu/pages-1.img has sha256 x\"}}",
+       "ColdStarted",
+       "pod wake runs, started afresh (fallback Cold), not from the checkpoint: container main: "
+       "file criu/pages-1.img has sha256 x"},
+      {"{\"main\": {\"outcome\": \"cold\"}}", "ColdStarted", "container main: (no reason given)"},
+      {"{\"main\": {\"outcome\": \"restored\", \"imageRef\": \"file:///x/web-1\"}}", "Running",
+       "every container of pod wake runs from the checkpoint"},
+      {"{\"other\": {\"outcome\": \"cold\", \"reason\": \"r\"}}", "Running", "runs from"},
+      {"not json", "Running", "runs from"},
+      {"[\"main\"]", "Running", "runs from"},
+      {"{\"main\": \"cold\"}", "Running", "runs from"},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    cleanup_json json_t *r = parse(RESTORE);
+    cleanup_json json_t *st = restoring();
+    cleanup_json json_t *pod = pod_status(running);
+    json_object_set_new(json_object_get(pod, "metadata"), "annotations",
+                        json_pack("{s:s}", "kybernate.io/restore-outcome", cases[i].annotation));
+    cleanup_error kyb_error *err = NULL;
+    bool done = false;
+    assert_int_equal(kyb_op_restore_observe(st, r, pod, at("2026-12-01T14:00:09Z"), &done, &err),
+                     0);
+    assert_true(done);
+    assert_string_equal(kyb_op_str(st, "phase", NULL), "Completed");
+    json_t *ready = kyb_op_cond(st, "Ready");
+    assert_string_equal(kyb_op_str(ready, "status", NULL), "True");
+    assert_string_equal(kyb_op_str(ready, "reason", NULL), cases[i].reason);
+    if (strstr(kyb_op_str0(ready, "message", NULL), cases[i].needle) == NULL)
+      fail_msg("case %zu: message \"%s\" lacks \"%s\"", i, kyb_op_str0(ready, "message", NULL),
+               cases[i].needle);
+  }
+}
+
 static void expect_restore_failure(const char *pod_st, bool have_pod, const char *reason,
                                    const char *needle) {
   cleanup_json json_t *r = parse(RESTORE);
@@ -462,6 +506,7 @@ int main(void) {
       cmocka_unit_test(test_rollup_failure_reasons),
       cmocka_unit_test(test_image_refs),
       cmocka_unit_test(test_restore_observe_running),
+      cmocka_unit_test(test_restore_observe_cold_started),
       cmocka_unit_test(test_restore_observe_failures),
       cmocka_unit_test(test_restore_unschedulable_is_not_final),
       cmocka_unit_test(test_restore_fail_sets_pod_created),

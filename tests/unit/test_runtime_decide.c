@@ -2,7 +2,8 @@
 /* Unit tests of the restore decision (lib/runtime/decide.h): sandbox vs
  * application container, no annotation, a plain reference, the map form by
  * container name, the fallback annotation, malformed values; and the
- * namespace rule between an image's source pod and the new container. */
+ * namespace rule between an image's source pod and the new container; the
+ * restore outcome's body for the agent (lib/runtime/report.h). */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,6 +14,7 @@
 #include <cmocka.h>
 
 #include "runtime/decide.h"
+#include "runtime/report.h"
 #include "util/cleanup.h"
 
 static json_t *ann(const char *json) {
@@ -206,12 +208,66 @@ static void test_namespace_rule(void **state) {
   ns_check(NULL, "shop", false, "taken outside Kubernetes");
 }
 
+static json_t *pod_annotations(void) {
+  json_t *a = json_pack("{s:s, s:s, s:s, s:s, s:s}", "io.kubernetes.cri.sandbox-namespace", "shop",
+                        "io.kubernetes.cri.sandbox-name", "web-1", "io.kubernetes.cri.sandbox-uid",
+                        "0b7e1c58", "io.kubernetes.cri.container-name", "main",
+                        "io.kubernetes.cri.container-type", "container");
+  assert_non_null(a);
+  return a;
+}
+
+static const char *str(const json_t *o, const char *k) {
+  return json_string_value(json_object_get(o, k));
+}
+
+static void test_report_body(void **state) {
+  (void)state;
+  cleanup_json json_t *a = pod_annotations();
+  cleanup_json json_t *cold = kyb_rt_report_body(a, true, "restore failed:\nline 2\t", "web-1-x");
+  assert_non_null(cold);
+  assert_string_equal(str(cold, "podNamespace"), "shop");
+  assert_string_equal(str(cold, "podName"), "web-1");
+  assert_string_equal(str(cold, "podUID"), "0b7e1c58");
+  assert_string_equal(str(cold, "container"), "main");
+  assert_string_equal(str(cold, "outcome"), "cold");
+  assert_string_equal(str(cold, "reason"), "restore failed: line 2 "); /* one line for the agent */
+  assert_string_equal(str(cold, "imageRef"), "web-1-x");
+  cleanup_json json_t *ok = kyb_rt_report_body(a, false, NULL, "web-1-x");
+  assert_string_equal(str(ok, "outcome"), "restored");
+  assert_null(json_object_get(ok, "reason"));
+  /* Cold always has a reason; a reference longer than the agent takes is left out; a reason
+   * longer than 4 KiB is cut; bytes that are not UTF-8 become '?'. */
+  char big[6000];
+  memset(big, 'r', sizeof(big));
+  big[sizeof(big) - 1] = '\0';
+  cleanup_json json_t *c2 = kyb_rt_report_body(a, true, "", big);
+  assert_string_equal(str(c2, "reason"), "(no reason given)");
+  assert_null(json_object_get(c2, "imageRef"));
+  cleanup_json json_t *c3 = kyb_rt_report_body(a, true, big, NULL);
+  assert_int_equal(strlen(str(c3, "reason")), 4096);
+  cleanup_json json_t *c4 = kyb_rt_report_body(a, true, "bad \xff byte", NULL);
+  assert_string_equal(str(c4, "reason"), "bad ? byte");
+  /* Not a pod's container: nothing to report. */
+  static const char *const keys[] = {
+      "io.kubernetes.cri.sandbox-namespace", "io.kubernetes.cri.sandbox-name",
+      "io.kubernetes.cri.sandbox-uid", "io.kubernetes.cri.container-name"};
+  for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+    cleanup_json json_t *b = pod_annotations();
+    json_object_del(b, keys[i]);
+    assert_null(kyb_rt_report_body(b, true, "x", NULL));
+  }
+  assert_null(kyb_rt_report_body(NULL, false, NULL, NULL));
+  /* No socket: nothing sent, nothing fails. */
+  kyb_rt_report_outcome(NULL, a, true, "x", NULL);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_no_annotation),   cmocka_unit_test(test_sandbox_passes),
       cmocka_unit_test(test_plain_reference), cmocka_unit_test(test_map_form),
       cmocka_unit_test(test_malformed),       cmocka_unit_test(test_fallback),
-      cmocka_unit_test(test_namespace_rule),
+      cmocka_unit_test(test_namespace_rule),  cmocka_unit_test(test_report_body),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
