@@ -429,8 +429,16 @@ static int stop_task(op_ctx *c, kyb_error **err) {
   if (kyb_ctd_task_resume(c->ctd, id, &rerr) < 0)
     log_debug("resume after kill: %s", kyb_error_message(rerr));
   kyb_ctd_exit ex = {0};
-  if (kyb_ctd_task_wait(c->ctd, id, NULL, 30000, &ex, err) < 0)
+  if (kyb_ctd_task_wait(c->ctd, id, NULL, 30000, &ex, err) < 0) {
+    /* Whoever owns the container may delete its task as soon as it exits
+     * (the CRI plugin does for a pod's container): gone is stopped. */
+    if (err != NULL && kyb_grpc_status_of(*err) == KYB_GRPC_NOT_FOUND) {
+      log_debug("task %s already deleted after the kill: %s", id, kyb_error_message(*err));
+      kyb_error_clear(err);
+      return 0;
+    }
     return kyb_error_wrap(err, "wait for container %s to stop after checkpoint", id);
+  }
   return 0;
 }
 
