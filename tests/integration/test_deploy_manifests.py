@@ -847,8 +847,8 @@ EXPECTED_RIGHTS = {
         | _table("*", K, ["checkpointrequests/status"], ["get", "update", "patch"])
         | _table("*", "", ["pods"], ["get", "list", "watch", "patch"])
         | _table("*", "", ["nodes"], ["get"])
-        | _table("*", "", ["events"], ["create"])
-        | _table("*", "events.k8s.io", ["events"], ["create"]),
+        | _table("*", "", ["events"], ["create", "patch"])
+        | _table("*", "events.k8s.io", ["events"], ["create", "patch"]),
 }
 
 
