@@ -463,14 +463,6 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
   *con_cls = NULL;
 }
 
-static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
-  (void)cls;
-  char msg[512];
-  vsnprintf(msg, sizeof(msg), fmt, ap);
-  msg[strcspn(msg, "\r\n")] = '\0';
-  log_warn("libmicrohttpd: %s", msg);
-}
-
 int kyb_agent_api_start(kyb_agent *a, const char *socket_path, kyb_agent_api **out,
                         kyb_error **err) {
   kyb_agent_api *api = calloc(1, sizeof(*api));
@@ -487,7 +479,7 @@ int kyb_agent_api_start(kyb_agent *a, const char *socket_path, kyb_agent_api **o
   }
   api->mhd = MHD_start_daemon(
       MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL,
-      NULL, on_request, api, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, api, MHD_OPTION_LISTEN_SOCKET,
+      NULL, on_request, api, MHD_OPTION_EXTERNAL_LOGGER, kyb_mhd_log, api, MHD_OPTION_LISTEN_SOCKET,
       fd, MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONNECTION_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
       (unsigned)CONNECTION_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED, on_completed, api,
       MHD_OPTION_END);

@@ -18,6 +18,7 @@
 #include "operator/metrics.h"
 #include "util/cleanup.h"
 #include "util/log.h"
+#include "util/unix_server.h"
 
 struct kyb_op_http {
   struct MHD_Daemon *mhd;
@@ -116,16 +117,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
   return reply(conn, MHD_HTTP_NOT_FOUND, text, strdup("not found\n"));
 }
 
-static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
-  (void)cls;
-  char msg[512];
-  vsnprintf(msg, sizeof(msg), fmt, ap);
-  size_t n = strlen(msg);
-  while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
-    msg[--n] = '\0';
-  log_warn("libmicrohttpd: %s", msg);
-}
-
 int kyb_op_http_start(const char *addr, kyb_op_metrics *m, kyb_op_http **out, kyb_error **err) {
   struct sockaddr_storage ss;
   unsigned len = 0;
@@ -141,7 +132,7 @@ int kyb_op_http_start(const char *addr, kyb_op_metrics *m, kyb_op_http **out, ky
     flags |= MHD_USE_IPv6;
   /* The logger first, or libmicrohttpd prints its own lines before it. */
   h->mhd = MHD_start_daemon(flags, port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER,
-                            on_mhd_log, h, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+                            kyb_mhd_log, h, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
                             MHD_OPTION_CONNECTION_LIMIT, 32u, MHD_OPTION_CONNECTION_TIMEOUT, 10u,
                             MHD_OPTION_END);
   if (h->mhd == NULL) {

@@ -154,16 +154,6 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
   *con_cls = NULL;
 }
 
-static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
-  (void)cls;
-  char msg[512];
-  vsnprintf(msg, sizeof(msg), fmt, ap);
-  size_t n = strlen(msg);
-  while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
-    msg[--n] = '\0';
-  log_warn("libmicrohttpd: %s", msg);
-}
-
 int kyb_uploader_server_start(const char *socket_path, kyb_uploader *u, const kyb_job_policy *pol,
                               kyb_uploader_server **out, kyb_error **err) {
   kyb_uploader_server *s = calloc(1, sizeof(*s));
@@ -181,7 +171,7 @@ int kyb_uploader_server_start(const char *socket_path, kyb_uploader *u, const ky
   }
   s->mhd = MHD_start_daemon(
       MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL,
-      NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s, MHD_OPTION_LISTEN_SOCKET,
+      NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, kyb_mhd_log, s, MHD_OPTION_LISTEN_SOCKET,
       s->fd, MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONNECTION_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
       (unsigned)CONNECTION_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
   if (s->mhd == NULL) {

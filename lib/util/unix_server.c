@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Listening unix sockets and request bodies for local APIs (unix_server.h). */
+#define KYB_LOG_MODULE "http"
+
 #include "util/unix_server.h"
 
 #include <errno.h>
@@ -90,4 +92,14 @@ void kyb_http_body_free(kyb_http_body *b) {
     return;
   free(b->buf);
   free(b);
+}
+
+void kyb_mhd_log(void *cls, const char *fmt, va_list ap) {
+  (void)cls;
+  char msg[512];
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  size_t n = strlen(msg);
+  while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+    msg[--n] = '\0';
+  log_warn("libmicrohttpd: %s", msg);
 }

@@ -7,6 +7,7 @@
 #ifndef KYB_UTIL_UNIX_SERVER_H
 #define KYB_UTIL_UNIX_SERVER_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -34,4 +35,8 @@ bool kyb_http_body_add(kyb_http_body *b, const char *data, size_t len, size_t ma
 /* Frees the body and the structure itself (both calloc'ed per request). */
 void kyb_http_body_free(kyb_http_body *b);
 
+/* libmicrohttpd's own messages (MHD_OPTION_EXTERNAL_LOGGER, for any daemon
+ * served with it, the operator's TCP one too): one warning line each, the
+ * trailing newline cut.  `cls` is unused. */
+void kyb_mhd_log(void *cls, const char *fmt, va_list ap);
 #endif
