@@ -83,6 +83,12 @@ int kyb_image_summary_from_manifest(const char *name, const json_t *manifest,
  * (`why`'s message) in `error`.  -1 when out of memory. */
 int kyb_image_summary_broken(const char *name, kyb_error *why, kyb_image_summary *out);
 
+/* A put's first step in every backend: the staged image's layout (a valid
+ * manifest, exactly the listed files, each of its size; not the digests:
+ * the builder hashed every file moments before) and the manifest naming
+ * the image it is staged as.  *manifest receives the manifest. */
+int kyb_staging_check(const kyb_staging *st, json_t **manifest, kyb_error **err);
+
 /* qsort order of summaries: by name. */
 int kyb_image_summary_cmp(const void *a, const void *b);
 

@@ -406,12 +406,8 @@ int kyb_oci_put(kyb_store *s, kyb_staging *st, kyb_error **err) {
   struct oci_store *o = oci_of(s);
   o->actions = "pull,push";
   cleanup_json json_t *m = NULL;
-  if (kyb_image_verify_layout(st->path, &m, err) < 0)
+  if (kyb_staging_check(st, &m, err) < 0)
     return -1;
-  const char *mname = json_string_value(json_object_get(m, "name"));
-  if (mname == NULL || strcmp(mname, st->name) != 0)
-    return kyb_error_set(err, EINVAL, "the manifest names the image \"%s\", not \"%s\"",
-                         mname ? mname : "", st->name);
   cleanup_free char *mpath = kyb_path_join(st->path, KYB_IMAGE_MANIFEST);
   cleanup_free char *raw = NULL;
   size_t rawlen = 0;

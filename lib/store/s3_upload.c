@@ -248,12 +248,8 @@ int kyb_s3store_put(kyb_store *s, kyb_staging *st, kyb_error **err) {
   cleanup_json json_t *m = NULL;
   /* the builder hashed every file moments ago; the upload hashes each again
    * as it reads it and compares with the manifest below */
-  if (kyb_image_verify_layout(st->path, &m, err) < 0)
+  if (kyb_staging_check(st, &m, err) < 0)
     return -1;
-  const char *mname = json_string_value(json_object_get(m, "name"));
-  if (strcmp(mname, st->name) != 0)
-    return kyb_error_set(err, EINVAL, "the manifest names the image \"%s\", not \"%s\"", mname,
-                         st->name);
   cleanup_free char *ik = kyb_s3store_key(b, st->name, KYB_S3_INDEX);
   bool exists = false;
   if (ik == NULL)

@@ -461,6 +461,18 @@ int kyb_image_summary_broken(const char *name, kyb_error *why, kyb_image_summary
   return 0;
 }
 
+int kyb_staging_check(const kyb_staging *st, json_t **manifest, kyb_error **err) {
+  cleanup_json json_t *m = NULL;
+  if (kyb_image_verify_layout(st->path, &m, err) < 0)
+    return -1;
+  const char *mname = json_string_value(json_object_get(m, "name"));
+  if (mname == NULL || strcmp(mname, st->name) != 0)
+    return kyb_error_set(err, EINVAL, "the manifest names the image \"%s\", not \"%s\"",
+                         mname ? mname : "", st->name);
+  *manifest = steal_ptr(m);
+  return 0;
+}
+
 int kyb_image_summary_cmp(const void *a, const void *b) {
   return strcmp(((const kyb_image_summary *)a)->name, ((const kyb_image_summary *)b)->name);
 }

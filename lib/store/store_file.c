@@ -117,12 +117,8 @@ static int file_put(kyb_store *s, kyb_staging *st, kyb_error **err) {
   cleanup_json json_t *m = NULL;
   /* The builder hashed (and fsynced) every file as it wrote the manifest,
    * moments ago: check the layout, not every byte again. */
-  if (kyb_image_verify_layout(st->path, &m, err) < 0)
+  if (kyb_staging_check(st, &m, err) < 0)
     return -1;
-  const char *mname = json_string_value(json_object_get(m, "name"));
-  if (strcmp(mname, st->name) != 0)
-    return kyb_error_set(err, EINVAL, "the manifest names the image \"%s\", not \"%s\"", mname,
-                         st->name);
   if (fsync(st->lock_fd) < 0)
     return kyb_error_errno(err, "fsync %s", st->path);
   if (rename_noreplace(f, base_name(st->path), st->name, err) < 0)
