@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "agent/internal.h"
 #include "store/store.h"
@@ -16,6 +17,25 @@
 #include "util/log.h"
 
 #define POLL_MS 500
+/* Submissions of one upload when the uploader restarts under it. */
+#define UPLOAD_ATTEMPTS 4
+#define RESUBMIT_MS 2000
+
+/* The uploader's jobs live in its memory: after a restart it answers 404
+ * for the job being followed; while it restarts its socket refuses (or, as
+ * it shuts down, answers 503).  Then the upload is submitted again; the
+ * stores resume at blob granularity, so what was pushed is not sent twice.
+ * ENOENT counts only once the job was accepted (before, it is the uploader
+ * saying the local image is not there). */
+static bool uploader_went_away(int e, bool accepted) {
+  return e == ECONNREFUSED || e == EAGAIN || (accepted && e == ENOENT);
+}
+
+static void sleep_ms(unsigned ms) {
+  struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+    ;
+}
 
 /* Called at every poll of the job: renewals go on during long uploads, and
  * the deadline, a deleted request or the end of the shutdown grace stop the
@@ -53,14 +73,28 @@ int kyb_agent_upload(kyb_agent *a, const char *local_ref, const char *store_uri,
     return kyb_error_wrap(err, "uploader");
   kyb_upload_job job = {0};
   uint64_t t0 = (uint64_t)kyb_kube_now_us();
-  int r = kyb_uploader_client_upload(c, local_ref, store_uri, &job, err);
-  if (r == 0) {
-    r = kyb_uploader_client_wait(c, job.id, POLL_MS, on_poll, p, &job, err);
-    if (r < 0 && p != NULL && p->stopped != KYB_AGENT_RUN_DONE) {
-      cleanup_error kyb_error *cerr = NULL;
-      if (kyb_uploader_client_cancel(c, job.id, NULL, &cerr) < 0)
-        log_warn_chain(cerr, "cancel upload %s", job.id);
+  int r = -1;
+  for (int attempt = 1;; attempt++) {
+    bool accepted = false;
+    r = kyb_uploader_client_upload(c, local_ref, store_uri, &job, err);
+    if (r == 0) {
+      accepted = true;
+      r = kyb_uploader_client_wait(c, job.id, POLL_MS, on_poll, p, &job, err);
+      if (r < 0 && p != NULL && p->stopped != KYB_AGENT_RUN_DONE) {
+        cleanup_error kyb_error *cerr = NULL;
+        if (kyb_uploader_client_cancel(c, job.id, NULL, &cerr) < 0)
+          log_warn_chain(cerr, "cancel upload %s", job.id);
+      }
     }
+    if (r == 0 || attempt == UPLOAD_ATTEMPTS || (p != NULL && p->stopped != KYB_AGENT_RUN_DONE) ||
+        !uploader_went_away(kyb_error_code(*err), accepted))
+      break;
+    log_warn("upload of %s to %s: %s; the uploader restarted or is restarting: submitting it "
+             "again in %u ms (attempt %d of %d)",
+             name, store_uri, kyb_error_message(*err), RESUBMIT_MS, attempt + 1, UPLOAD_ATTEMPTS);
+    kyb_error_clear(err);
+    kyb_upload_job_clear(&job);
+    sleep_ms(RESUBMIT_MS);
   }
   if (r < 0 && kyb_error_code(*err) == EEXIST) {
     /* The store has this name already: names are fixed per request, so it

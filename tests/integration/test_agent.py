@@ -662,6 +662,54 @@ def test_remote_store_through_the_uploader(world, build_dir):
         assert agent.stop() == 0
 
 
+def test_uploader_restarted_mid_upload_is_resubmitted(world, build_dir):
+    """kybernate-uploader dies while it pushes the agent's image (its jobs
+    live in memory) and comes back on the same socket: the agent submits the
+    upload again (a refused socket or a 404 for the job it followed) and the
+    request completes, one image in the registry, no agent restart."""
+    from tests.harness.registry import Registry
+    from tests.harness.uploader import Uploader
+    from tests.integration.test_store_oci import Proxy
+    uid, cid = world.pod("web")
+    cache = world.base / "cache"
+    conf = world.base / "uploader-config.json"
+    conf.write_text(json.dumps({"defaultStore": f"file://{world.store}", "stores": []}))
+    up_env = {"KYBERNATE_CONFIG": str(conf), "KYBERNATE_IMAGE_CACHE": str(cache)}
+    with Registry() as reg:
+        proxy = Proxy(reg.port, 4096, "stall")
+        try:
+            store = f"oci://{proxy.host}/kyb/agent"
+            up = Uploader(build_dir, world.base / "up", env=up_env).start()
+            agent = world.agent("agent-a", args=("--uploader", up.socket),
+                                extra_env={"KYBERNATE_IMAGE_CACHE": str(cache)})
+            world.create(request("web-10", "web", uid, storage=store))
+            wait_for(lambda: proxy.tripped.is_set()
+                     or world.get("web-10").get("status", {}).get("phase") in ("Completed",
+                                                                             "Failed"),
+                     120, "the upload to stall at the proxy")
+            assert proxy.tripped.is_set(), (world.get("web-10").get("status"),
+                                            agent.messages(), up.log_tail())
+            up.kill()  # mid-push: the registry holds an unfinished upload, no tag
+            assert reg.tags("kyb/agent") == []
+            proxy.heal()
+            up = Uploader(build_dir, world.base / "up", env=up_env).start()
+            try:
+                done = world.wait_final("web-10")
+                st = done["status"]
+                assert st["phase"] == "Completed", st
+                assert st["attempts"] == 1, st  # the same agent, the same claim
+                name = st["imageRef"].rsplit(":", 1)[1]
+                assert reg.tags("kyb/agent") == [name]
+                assert any("the uploader restarted or is restarting: submitting it again" in m
+                           for m in agent.messages()), agent.messages()
+                assert world.task_status(cid) == "RUNNING"
+                assert agent.stop() == 0
+            finally:
+                up.kill()
+        finally:
+            proxy.close()
+
+
 def test_takeover_restores_gpu_state_left_checkpointed(world, build_dir, tmp_path):
     """The libcuda TEST DOUBLE stands in for the driver: the container's
     process is a CUDA process the dead agent left CHECKPOINTED."""
