@@ -171,3 +171,20 @@ void kyb_op_format_bytes(int64_t bytes, char *buf, size_t size) {
   }
   snprintf(buf, size, "%.1f %s", v, units[u]);
 }
+
+int kyb_op_status_fail(json_t *status, json_int_t generation, const char *first, bool first_applies,
+                       const char *reason, const char *message, int64_t now_us, const char *what,
+                       kyb_error **err) {
+  char now[40];
+  kyb_op_time_str(now_us, now, sizeof(now));
+  if (json_object_set_new(status, "phase", json_string("Failed")) < 0 ||
+      (kyb_op_str(status, "completedAt", NULL) == NULL &&
+       json_object_set_new(status, "completedAt", json_string(now)) < 0) ||
+      json_object_set_new(status, "observedGeneration", json_integer(generation)) < 0)
+    return kyb_error_set(err, ENOMEM, "%s", what);
+  if (first_applies &&
+      kyb_op_cond_set(status, first, "False", reason, message, generation, now, err) < 0)
+    return -1;
+  return kyb_op_cond_set(status, "Ready", "False", reason, message, generation, now, err) < 0 ? -1
+                                                                                              : 0;
+}

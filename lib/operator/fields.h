@@ -82,6 +82,14 @@ bool kyb_op_cond_is(const json_t *status, const char *type, const char *cstatus)
 int kyb_op_cond_set(json_t *status, const char *type, const char *cstatus, const char *reason,
                     const char *message, json_int_t generation, const char *now, kyb_error **err);
 
+/* A final failure on a Checkpoint's or Restore's status: phase Failed,
+ * completedAt (kept when set), observedGeneration, Ready False with the
+ * reason, and, when `first_applies`, the condition `first` (PodResolved,
+ * PodCreated) False with it too.  `what` names the object in ENOMEM errors. */
+int kyb_op_status_fail(json_t *status, json_int_t generation, const char *first, bool first_applies,
+                       const char *reason, const char *message, int64_t now_us, const char *what,
+                       kyb_error **err);
+
 /* A copy of msg cut to at most max bytes without splitting a UTF-8
  * sequence (heap; NULL on ENOMEM). */
 char *kyb_op_truncate_utf8(const char *msg, size_t max);

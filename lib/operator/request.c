@@ -207,18 +207,8 @@ bool kyb_op_pod_reason(const char *reason) {
 
 int kyb_op_checkpoint_fail(json_t *status, json_int_t generation, const char *reason,
                            const char *message, int64_t now_us, kyb_error **err) {
-  char now[40];
-  kyb_op_time_str(now_us, now, sizeof(now));
-  if (json_object_set_new(status, "phase", json_string("Failed")) < 0 ||
-      (kyb_op_str(status, "completedAt", NULL) == NULL &&
-       json_object_set_new(status, "completedAt", json_string(now)) < 0) ||
-      json_object_set_new(status, "observedGeneration", json_integer(generation)) < 0)
-    return kyb_error_set(err, ENOMEM, "checkpoint status");
-  if (kyb_op_pod_reason(reason) &&
-      kyb_op_cond_set(status, "PodResolved", "False", reason, message, generation, now, err) < 0)
-    return -1;
-  return kyb_op_cond_set(status, "Ready", "False", reason, message, generation, now, err) < 0 ? -1
-                                                                                              : 0;
+  return kyb_op_status_fail(status, generation, "PodResolved", kyb_op_pod_reason(reason), reason,
+                            message, now_us, "checkpoint status", err);
 }
 
 char *kyb_op_restore_from(const json_t *images) {
