@@ -42,7 +42,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.benchlib import machine, tool_version  # noqa: E402
+from bench.benchlib import machine, publish, tool_version  # noqa: E402
 from tests.harness import default_build_dir, tool_path  # noqa: E402
 from tests.harness.checks import wait_count  # noqa: E402
 from tests.harness.node import Node  # noqa: E402
@@ -220,14 +220,7 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(node_base, ignore_errors=True)
     text = report(results, meta)
-    text += f"\nTotal bench time: {time.monotonic() - t0:.0f} s\n"
-    print()
-    print(text)
-    if str(args.results) != "-":
-        args.results.mkdir(parents=True, exist_ok=True)
-        out = args.results / f"checkpoint-overhead-{meta['date'][:10]}.md"
-        out.write_text(text)
-        print(f"written: {os.path.relpath(out, REPO)}")
+    publish(text, args.results, "checkpoint-overhead", meta["date"], t0)
     return 0
 
 

@@ -24,7 +24,6 @@ Prints the results and writes bench/results/hash-<date>.md.
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess

@@ -68,9 +68,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.benchlib import machine, tool_version  # noqa: E402
+from bench.benchlib import machine, make_images, publish, tool_version  # noqa: E402
 from tests.harness import default_build_dir, tool_path  # noqa: E402
-from tests.harness.checks import wait_count, wait_for  # noqa: E402
 from tests.harness.node import Node  # noqa: E402
 from tests.harness.registry import REGISTRY_BIN, Registry  # noqa: E402
 from tests.harness.s3 import REGION, S3Server, find_moto_python  # noqa: E402
@@ -273,31 +272,6 @@ def pack_reference(tool: Path, files: list, blobs: Path) -> dict:
 
 
 # ---------------------------------------------------------------- the run
-def checkpoint(node: Node, kyb: Path, store: Path, cid: str) -> Path:
-    r = subprocess.run([str(kyb), "--address", str(node.socket), "checkpoint", cid,
-                        "--to", f"file://{store}", "--name", cid],
-                       capture_output=True, text=True, timeout=1800)
-    if r.returncode != 0:
-        raise SystemExit(f"checkpoint of {cid} failed: {r.stderr or r.stdout}")
-    return store / cid
-
-
-def make_images(node: Node, kyb: Path, store: Path, mem: int, awk_entries: int) -> dict:
-    images = {}
-    log = node.run_container("counter", ["/usr/bin/counter", "--interval", "100", "--mem", mem,
-                                         "--verify-every", "0", "--file", "/data/state"])
-    wait_count(log, 3, timeout=300)
-    images["counter"] = checkpoint(node, kyb, store, "counter")
-    if awk_entries > 0:
-        prog = (f'BEGIN {{ for (i = 0; i < {awk_entries}; i++) '
-                'a[i] = "user-" i "@example.org session " (i * 7919) % 100003; '
-                'print "ready"; fflush(); system("sleep 1000000") }')
-        log = node.run_container("awk-heap", ["/bin/awk", prog])
-        wait_for(lambda: log.is_file() and "ready" in log.read_text(), 300, f"'ready' in {log}")
-        images["awk-heap"] = checkpoint(node, kyb, store, "awk-heap")
-    return images
-
-
 def methods(kind: str) -> tuple:
     """push-1part: s3:// only (oci:// has no part size)."""
     return tuple(m for m in METHODS if kind == "s3" or m != "kybernate push-1part")
@@ -614,14 +588,7 @@ def main() -> int:
     meta["loadavg"] = "; ".join(
         f"{n}: " + ", ".join(f"{x:.2f}" for x in r["loadavg"]) for n, r in results.items())
     text = report(results, meta)
-    text += f"\nTotal bench time: {time.monotonic() - t0:.0f} s\n"
-    print()
-    print(text)
-    if str(args.results) != "-":
-        args.results.mkdir(parents=True, exist_ok=True)
-        out = args.results / f"store-throughput-{meta['date'][:10]}.md"
-        out.write_text(text)
-        print(f"written: {os.path.relpath(out, REPO)}")
+    publish(text, args.results, "store-throughput", meta["date"], t0)
     return 0
 
 
